@@ -8,5 +8,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod classify;
+pub mod fake;
+pub mod features;
 pub mod kmeans;
+pub mod profiles;
 pub mod read;
+pub mod synth;
+pub mod template;
+pub mod update;
+pub mod user_agent;

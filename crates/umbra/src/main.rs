@@ -1,1 +1,55 @@
-fn main() {}
+//! `umbra`: the command-line entry point. Each subcommand lives in `cmd/`; this
+//! file only parses arguments and maps errors to exit codes.
+
+#![forbid(unsafe_code)]
+
+mod cmd;
+mod duration;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Umbra shows how a new version of a service behaves under real and synthetic
+/// production traffic before users meet it.
+///
+/// It learns request profiles from production logs, generates traffic with the
+/// same shape, shadows live requests to a new version, and compares the two.
+#[derive(Parser)]
+#[command(
+    name = "umbra",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Learn(cmd::learn::LearnArgs),
+    #[command(subcommand)]
+    Profiles(cmd::profiles::ProfilesCommand),
+    GenerateLog(cmd::generate::GenerateArgs),
+    Demo(cmd::demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Learn(args) => cmd::learn::run(args),
+        Command::Profiles(c) => cmd::profiles::run(c),
+        Command::GenerateLog(args) => cmd::generate::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // `{:#}` prints the whole chain of context: "learning from x.log: x.log line 3: ...".
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! One module per subcommand.
+
+pub mod demo;
+pub mod generate;
+pub mod learn;
+pub mod profiles;
