@@ -29,16 +29,21 @@ const GEN_CHUNK: usize = 16_384;
 fn mixture(rows: usize, dims: usize, k: usize, spread: f32, seed: u64) -> (Matrix, Vec<u32>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let centres: Vec<Vec<f32>> = (0..k)
-        .map(|_| (0..dims).map(|_| rng.random_range(-spread..spread)).collect())
+        .map(|_| {
+            (0..dims)
+                .map(|_| rng.random_range(-spread..spread))
+                .collect()
+        })
         .collect();
     let sigmas: Vec<f32> = (0..k).map(|_| rng.random_range(0.5..1.5)).collect();
     // Component weights 1..=k, so the largest cluster is k times the smallest.
     let total = (k * (k + 1) / 2) as f64;
-    let cumulative: Vec<f64> = (1..=k).scan(0.0, |s, w| {
-        *s += w as f64 / total;
-        Some(*s)
-    })
-    .collect();
+    let cumulative: Vec<f64> = (1..=k)
+        .scan(0.0, |s, w| {
+            *s += w as f64 / total;
+            Some(*s)
+        })
+        .collect();
 
     let mut data = vec![0.0f32; rows * dims];
     let mut truth = vec![0u32; rows];
@@ -46,7 +51,8 @@ fn mixture(rows: usize, dims: usize, k: usize, spread: f32, seed: u64) -> (Matri
         .zip(truth.par_chunks_mut(GEN_CHUNK))
         .enumerate()
         .for_each(|(chunk, (data, truth))| {
-            let mut rng = StdRng::seed_from_u64(seed ^ (chunk as u64 + 1).wrapping_mul(0x9E37_79B9));
+            let mut rng =
+                StdRng::seed_from_u64(seed ^ (chunk as u64 + 1).wrapping_mul(0x9E37_79B9));
             for (row, label) in data.chunks_exact_mut(dims).zip(truth) {
                 if rng.random::<f64>() < 0.02 {
                     *label = k as u32;

@@ -47,19 +47,12 @@ impl Classifier {
 
     /// The feature vector of a request in the set's space.
     pub fn features(&mut self, r: &RequestRecord) -> &[f32] {
-        let (template, params) = match self.templater.template_of(&r.path) {
-            Some(m) => (
-                self.templater.template(m.template).to_string(),
-                m.values.len(),
-            ),
-            None => {
-                let t = Templater::pattern_template(&r.path);
-                let n = t.matches('{').count();
-                (t, n)
-            }
+        let template = match self.templater.template_of(&r.path) {
+            Some(m) => self.templater.template(m.template).to_string(),
+            None => Templater::pattern_template(&r.path),
         };
         let ua = self.encoder.ua_class(r.user_agent.as_deref());
-        let raw = RawFeatures::of(r, &template, params, ua);
+        let raw = RawFeatures::of(r, &template, ua);
         self.encoder.encode(&raw, &mut self.row);
         &self.row
     }

@@ -28,7 +28,6 @@ use std::collections::BTreeMap;
 use ahash::AHashMap;
 use umbra_core::{FeatureSpace, RequestRecord, StatusClass, UaClass};
 
-use crate::template::Templater;
 use crate::user_agent;
 
 /// Caps on the categorical vocabularies learned from data.
@@ -51,7 +50,7 @@ const GROUPS: [&str; 7] = [
 ];
 /// The squared one-hot value of each group: half the squared distance between
 /// two requests that differ in it. The path's two grains (section, template) sum to 1.
-const GROUP_WEIGHT: [f64; 7] = [1.0, 1.0, 0.5, 0.5, 1.0, 1.0, 1.0];
+const GROUP_WEIGHT: [f64; 7] = [1.0, 1.0, 0.5, 0.5, 1.0, 0.5, 1.0];
 const NUMERIC: [&str; 6] = [
     "depth",
     "query_keys",
@@ -65,20 +64,36 @@ const NUMERIC: [&str; 6] = [
 pub fn resource_kind(path: &str, content_type: Option<&str>) -> &'static str {
     let last = path.rsplit('/').next().unwrap_or("");
     if let Some(dot) = last.rfind('.') {
-        let ext = last[dot + 1..].to_ascii_lowercase();
-        match ext.as_str() {
-            "png" | "jpg" | "jpeg" | "gif" | "svg" | "webp" | "avif" | "ico" | "bmp" => {
-                return "image";
-            }
-            "js" | "mjs" => return "script",
-            "css" => return "style",
-            "woff" | "woff2" | "ttf" | "otf" | "eot" => return "font",
-            "mp4" | "webm" | "mp3" | "ogg" | "m3u8" | "ts" => return "media",
-            "json" | "xml" | "rss" | "atom" => return "data",
-            "pdf" | "zip" | "gz" | "csv" | "doc" | "docx" | "xlsx" => return "download",
-            "html" | "htm" | "php" | "asp" | "aspx" | "jsp" => return "page",
-            "map" | "txt" | "webmanifest" => return "other",
-            _ => {}
+        let ext = &last[dot + 1..];
+        let is = |names: &[&str]| names.iter().any(|n| n.eq_ignore_ascii_case(ext));
+        if is(&[
+            "png", "jpg", "jpeg", "gif", "svg", "webp", "avif", "ico", "bmp",
+        ]) {
+            return "image";
+        }
+        if is(&["js", "mjs"]) {
+            return "script";
+        }
+        if is(&["css"]) {
+            return "style";
+        }
+        if is(&["woff", "woff2", "ttf", "otf", "eot"]) {
+            return "font";
+        }
+        if is(&["mp4", "webm", "mp3", "ogg", "m3u8", "ts"]) {
+            return "media";
+        }
+        if is(&["json", "xml", "rss", "atom"]) {
+            return "data";
+        }
+        if is(&["pdf", "zip", "gz", "csv", "doc", "docx", "xlsx"]) {
+            return "download";
+        }
+        if is(&["html", "htm", "php", "asp", "aspx", "jsp"]) {
+            return "page";
+        }
+        if is(&["map", "txt", "webmanifest"]) {
+            return "other";
         }
     }
     let lower_path = path.as_bytes();
@@ -108,17 +123,22 @@ pub fn content_class(content_type: Option<&str>) -> &'static str {
     match content_type {
         None => "none",
         Some(ct) => {
-            let ct = ct.to_ascii_lowercase();
-            if ct.contains("json") {
-                "json"
-            } else if ct.contains("x-www-form-urlencoded") {
-                "form"
-            } else if ct.contains("multipart") {
-                "multipart"
-            } else if ct.starts_with("text/") {
-                "text"
-            } else if ct.is_empty() {
+            // Content types are case-insensitive; compare without allocating.
+            let has = |needle: &str| {
+                ct.as_bytes()
+                    .windows(needle.len())
+                    .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+            };
+            if ct.trim().is_empty() {
                 "none"
+            } else if has("json") {
+                "json"
+            } else if has("x-www-form-urlencoded") {
+                "form"
+            } else if has("multipart") {
+                "multipart"
+            } else if ct.len() >= 5 && ct[..5].eq_ignore_ascii_case("text/") {
+                "text"
             } else {
                 "other"
             }
@@ -162,18 +182,6 @@ fn query_key_count(q: Option<&str>) -> usize {
     }
 }
 
-/// The template of a record's path: from the templater, or from patterns alone.
-pub fn template_and_params(templater: &Templater, path: &str) -> (String, usize) {
-    match templater.template_of(path) {
-        Some(m) => (templater.template(m.template).to_string(), m.values.len()),
-        None => {
-            let t = Templater::pattern_template(path);
-            let n = t.matches('{').count();
-            (t, n)
-        }
-    }
-}
-
 /// Everything about one record the encoder needs, computed once.
 pub struct RawFeatures<'a> {
     pub method: &'a str,
@@ -201,27 +209,53 @@ impl<'a> RawFeatures<'a> {
         ]
     }
 
-    pub fn of(r: &'a RequestRecord, template: &'a str, params: usize, ua: UaClass) -> Self {
-        let depth = r.path.split('/').filter(|s| !s.is_empty()).count();
+    /// Computes everything from the record and its template (empty when unknown).
+    pub fn of(r: &'a RequestRecord, template: &'a str, ua: UaClass) -> Self {
+        let facts = PathFacts::of(if template.is_empty() {
+            &r.path
+        } else {
+            template
+        });
+        RawFeatures::with_facts(r, template, facts, ua)
+    }
+
+    /// Like [`RawFeatures::of`] with the template's facts computed beforehand
+    /// (once per template rather than once per request).
+    pub fn with_facts(
+        r: &'a RequestRecord,
+        template: &'a str,
+        facts: PathFacts<'a>,
+        ua: UaClass,
+    ) -> Self {
         let header_count = (!r.headers.is_empty()).then_some((r.headers.len() as f64).ln_1p());
-        let _ = params;
+        let content = content_class(r.content_type.as_deref());
+        // A page-looking path that takes JSON or XML is an API call.
+        let kind = if facts.kind == "page" && matches!(content, "json") {
+            "data"
+        } else {
+            facts.kind
+        };
+        let query_keys = query_key_count(r.query.as_deref());
         RawFeatures {
             method: method_key(&r.method),
-            kind: resource_kind(&r.path, r.content_type.as_deref()),
-            segment: section(if template.is_empty() {
-                &r.path
-            } else {
-                template
-            }),
+            kind,
+            segment: facts.section,
             template,
             ua,
             status: status_key(r),
-            content: content_class(r.content_type.as_deref()),
+            content,
             headers: &r.headers,
             numeric: [
-                Some((depth as f64).ln_1p()),
-                Some((query_key_count(r.query.as_deref()) as f64).ln_1p()),
-                Some(r.request_bytes.map_or(0.0, |b| (b as f64).ln_1p())),
+                Some(facts.ln_depth),
+                Some(if query_keys == 0 {
+                    0.0
+                } else {
+                    (query_keys as f64).ln_1p()
+                }),
+                Some(match r.request_bytes {
+                    None | Some(0) => 0.0,
+                    Some(b) => (b as f64).ln_1p(),
+                }),
                 r.response_bytes.map(|b| (b as f64).ln_1p()),
                 header_count,
                 r.duration_ms
@@ -232,11 +266,48 @@ impl<'a> RawFeatures<'a> {
     }
 }
 
+/// What a path template says about a request, the same for every request with it.
+#[derive(Debug, Clone, Copy)]
+pub struct PathFacts<'a> {
+    pub section: &'a str,
+    /// The resource kind judged from the path alone.
+    pub kind: &'static str,
+    /// `ln(1 + depth)`.
+    pub ln_depth: f64,
+}
+
+impl<'a> PathFacts<'a> {
+    pub fn of(template: &'a str) -> PathFacts<'a> {
+        let depth = template.split('/').filter(|s| !s.is_empty()).count();
+        PathFacts {
+            section: section(template),
+            kind: resource_kind(template, None),
+            ln_depth: (depth as f64).ln_1p(),
+        }
+    }
+}
+
+/// Finds the dimension of a categorical value: a scan for the small groups
+/// (method, status... a handful of short strings), a hash map for the large ones.
+enum Lookup {
+    Small(Vec<(String, usize)>),
+    Large(AHashMap<String, usize>),
+}
+
+impl Lookup {
+    fn get(&self, value: &str) -> Option<usize> {
+        match self {
+            Lookup::Small(v) => v.iter().find(|(k, _)| k == value).map(|(_, i)| *i),
+            Lookup::Large(m) => m.get(value).copied(),
+        }
+    }
+}
+
 /// Encodes records into rows of a [`FeatureSpace`].
 pub struct Encoder {
     space: FeatureSpace,
     /// Per categorical group (in [`GROUPS`] order): dimension of each value, and of `(other)`.
-    groups: Vec<(AHashMap<String, usize>, Option<usize>)>,
+    groups: Vec<(Lookup, Option<usize>)>,
     /// Dimension of each header name.
     headers: AHashMap<String, usize>,
     /// Dimension index of each numeric feature present in the space.
@@ -265,6 +336,17 @@ impl Encoder {
                 }
             }
         }
+        let groups = groups
+            .into_iter()
+            .map(|(values, other)| {
+                let lookup = if values.len() <= 12 {
+                    Lookup::Small(values.into_iter().collect())
+                } else {
+                    Lookup::Large(values)
+                };
+                (lookup, other)
+            })
+            .collect();
         Encoder {
             space,
             groups,
@@ -299,7 +381,7 @@ impl Encoder {
     pub fn encode(&self, raw: &RawFeatures<'_>, out: &mut [f32]) {
         out.fill(0.0);
         for ((values, other), value) in self.groups.iter().zip(raw.categories()) {
-            if let Some(&i) = values.get(value).or(other.as_ref()) {
+            if let Some(i) = values.get(value).or(*other) {
                 out[i] = (1.0 / self.space.scale[i]) as f32;
             }
         }
@@ -441,6 +523,7 @@ pub fn fit_space(raws: &[RawFeatures<'_>]) -> FeatureSpace {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::template::Templater;
 
     fn rec(path: &str, ua: &str, bytes: u64) -> RequestRecord {
         RequestRecord {
@@ -486,16 +569,17 @@ mod tests {
             })
             .collect();
         let templater = Templater::learn(recs.iter().map(|r| r.path.as_str()));
-        let tps: Vec<(String, usize)> = recs
+        let tps: Vec<String> = recs
             .iter()
-            .map(|r| template_and_params(&templater, &r.path))
+            .map(|r| match templater.template_of(&r.path) {
+                Some(m) => templater.template(m.template).to_string(),
+                None => Templater::pattern_template(&r.path),
+            })
             .collect();
         let raws: Vec<RawFeatures<'_>> = recs
             .iter()
             .zip(&tps)
-            .map(|(r, (t, p))| {
-                RawFeatures::of(r, t, *p, user_agent::classify(r.user_agent.as_deref()))
-            })
+            .map(|(r, t)| RawFeatures::of(r, t, user_agent::classify(r.user_agent.as_deref())))
             .collect();
         let space = fit_space(&raws);
         assert!(

@@ -133,11 +133,7 @@ pub fn fit(data: &Matrix, cfg: &KMeansConfig) -> Result<KMeansResult, KMeansErro
     let on = sample.as_ref().unwrap_or(data);
     let restart = |r: usize| {
         let mut rng = rng_for(cfg.seed, 1 + r as u64);
-        let t0 = std::time::Instant::now();
         let init = lloyd::seed_plus_plus(on, cfg.k, &mut rng);
-        if std::env::var_os("KM_TRACE").is_some() {
-            eprintln!("seed {:.3}s", t0.elapsed().as_secs_f64());
-        }
         // Restarts are compared at (near) convergence: stopped at `tol`, a restart that is
         // still migrating a centroid between clusters can look better or worse than it ends up
         // (seen on skewed mixtures: 2.7% worse inertia). On the sample the extra iterations
@@ -171,28 +167,17 @@ pub fn fit(data: &Matrix, cfg: &KMeansConfig) -> Result<KMeansResult, KMeansErro
 /// Nearest centroid of every row, and the squared distance to it. Parallel over rows.
 ///
 /// # Panics
-/// If `centroids` has no rows or a different number of dims than `data`.
+/// If `centroids` has no rows or a different number of dims than `data`, or `data.data` does
+/// not hold `rows × dims` values: centroids come from [`fit`], so these are bugs, not bad data.
 pub fn assign(data: &Matrix, centroids: &Matrix) -> (Vec<u32>, Vec<f32>) {
+    if let Err(e) = data.check_shape() {
+        panic!("kmeans::assign: {e}");
+    }
     check_centroids(data.dims, centroids);
     if data.dims == 0 {
         return (vec![0; data.rows], vec![0.0; data.rows]);
     }
-    let dims = data.dims;
-    let blocked = kernel::Blocked::new(&centroids.data, dims);
-    let mut labels = vec![0u32; data.rows];
-    let mut dists = vec![0.0f32; data.rows];
-    data.data
-        .par_chunks(lloyd::CHUNK_ROWS * dims)
-        .zip(labels.par_chunks_mut(lloyd::CHUNK_ROWS))
-        .zip(dists.par_chunks_mut(lloyd::CHUNK_ROWS))
-        .for_each(|((rows, labels), dists)| {
-            let mut scratch = vec![0.0f32; 2 * blocked.padded()];
-            let all = 0..labels.len();
-            kernel::for_rows(rows, all, &blocked, &mut scratch, |i, d| {
-                (labels[i], dists[i]) = kernel::smallest(d);
-            });
-        });
-    (labels, dists)
+    lloyd::assign(data, centroids)
 }
 
 /// Index of the nearest centroid to `row`, and the squared distance to it. Ties go to the
@@ -338,6 +323,9 @@ fn validate(data: &Matrix) -> Result<(), KMeansError> {
 
 fn check_centroids(dims: usize, centroids: &Matrix) {
     assert!(centroids.rows > 0, "no centroids to compare against");
+    if let Err(e) = centroids.check_shape() {
+        panic!("centroids: {e}");
+    }
     assert_eq!(
         dims, centroids.dims,
         "rows have {dims} dims but centroids have {}",

@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 
 use ahash::AHashMap;
 use umbra_core::{
-    ClusteringInfo, FeatureSpace, HeaderSpec, PROFILE_FORMAT, PROFILE_VERSION, ParamSpec, Profile,
-    ProfileSet, Quantiles, QuerySpec, RequestRecord, RequestTemplate, SourceSummary, Weighted,
+    ClusteringInfo, HeaderSpec, PROFILE_FORMAT, PROFILE_VERSION, ParamSpec, Profile, ProfileSet,
+    Quantiles, QuerySpec, RequestRecord, RequestTemplate, SourceSummary, Weighted,
 };
 
 use crate::fake::Faker;
-use crate::features::{Encoder, RawFeatures, fit_space};
+use crate::features::{Encoder, PathFacts, RawFeatures, fit_space};
 use crate::kmeans::{self, KMeansConfig, Matrix};
 use crate::template::{Templater, segment_kind};
 
@@ -133,72 +133,52 @@ pub(crate) struct Prepared {
 }
 
 /// Templates every record's path.
-pub(crate) fn prepare(
-    records: &[RequestRecord],
-    mut templater: Templater,
-    learn_new: bool,
-) -> Prepared {
-    if learn_new {
-        templater.extend(records.iter().map(|r| r.path.as_str()));
-    }
-    let templates = records
-        .iter()
-        .map(|r| match templater.template_of(&r.path) {
-            Some(m) => m.template,
-            // Only reachable when `learn_new` is false and the path is unknown; the
-            // caller then treats the record as unmatched.
-            None => u32::MAX,
-        })
-        .collect();
+pub(crate) fn prepare(records: &[RequestRecord], mut templater: Templater) -> Prepared {
+    let templates = templater.extend_and_template(records.iter().map(|r| r.path.as_str()));
     Prepared {
         templates,
         templater,
     }
 }
 
-/// Encodes records with an encoder; `templates[i]` is the template index of record i.
-pub(crate) fn encode_all(
-    records: &[RequestRecord],
-    prepared: &Prepared,
-    encoder: &mut Encoder,
-) -> Matrix {
-    let mut m = Matrix::with_capacity(records.len(), encoder.dims());
-    let mut row = vec![0.0f32; encoder.dims()];
-    for (r, &t) in records.iter().zip(&prepared.templates) {
-        let (template, params) = template_info(&prepared.templater, r, t);
-        let ua = encoder.ua_class(r.user_agent.as_deref());
-        let raw = RawFeatures::of(r, template, params, ua);
-        encoder.encode(&raw, &mut row);
-        m.push(&row);
-    }
-    m
-}
-
-fn template_info<'t>(templater: &'t Templater, r: &RequestRecord, t: u32) -> (&'t str, usize) {
-    if t == u32::MAX {
-        return ("", 0);
-    }
-    let tpl = templater.template(t);
-    let _ = r;
-    (tpl, tpl.matches('{').count())
-}
-
-/// Fits the feature space on records.
-pub(crate) fn fit_features(records: &[RequestRecord], prepared: &Prepared) -> FeatureSpace {
+/// The raw features of every record, computed once and shared by fitting and encoding.
+pub(crate) fn raw_features<'a>(
+    records: &'a [RequestRecord],
+    prepared: &'a Prepared,
+) -> Vec<RawFeatures<'a>> {
+    // Logs repeat a few hundred user agents millions of times, and a few
+    // thousand templates: classify each agent once and read each template once.
     let mut ua_cache: AHashMap<&str, umbra_core::UaClass> = AHashMap::new();
-    let raws: Vec<RawFeatures<'_>> = records
+    let mut facts: Vec<Option<PathFacts<'a>>> = vec![None; prepared.templater.len()];
+    records
         .iter()
         .zip(&prepared.templates)
         .map(|(r, &t)| {
-            let (template, params) = template_info(&prepared.templater, r, t);
-            let key = r.user_agent.as_deref().unwrap_or("");
+            let ua_key = r.user_agent.as_deref();
             let ua = *ua_cache
-                .entry(key)
-                .or_insert_with(|| crate::user_agent::classify(r.user_agent.as_deref()));
-            RawFeatures::of(r, template, params, ua)
+                .entry(ua_key.unwrap_or(""))
+                .or_insert_with(|| crate::user_agent::classify(ua_key));
+            match facts.get_mut(t as usize) {
+                Some(slot) => {
+                    let template = prepared.templater.template(t);
+                    let f = *slot.get_or_insert_with(|| PathFacts::of(template));
+                    RawFeatures::with_facts(r, template, f, ua)
+                }
+                None => RawFeatures::of(r, "", ua),
+            }
         })
-        .collect();
-    fit_space(&raws)
+        .collect()
+}
+
+/// Encodes raw features into the rows of a matrix.
+pub(crate) fn encode_all(raws: &[RawFeatures<'_>], encoder: &Encoder) -> Matrix {
+    let mut m = Matrix::with_capacity(raws.len(), encoder.dims());
+    let mut row = vec![0.0f32; encoder.dims()];
+    for raw in raws {
+        encoder.encode(raw, &mut row);
+        m.push(&row);
+    }
+    m
 }
 
 /// Decay weight of each record relative to the newest timestamp.
@@ -229,10 +209,12 @@ pub fn learn(
         return Err(LearnError::NoRecords);
     }
     let t0 = std::time::Instant::now();
-    let prepared = prepare(records, Templater::default(), true);
-    let space = fit_features(records, &prepared);
-    let mut encoder = Encoder::new(space.clone());
-    let features = encode_all(records, &prepared, &mut encoder);
+    let prepared = prepare(records, Templater::default());
+    let raws = raw_features(records, &prepared);
+    let space = fit_space(&raws);
+    let encoder = Encoder::new(space.clone());
+    let features = encode_all(&raws, &encoder);
+    drop(raws);
     let featurise_secs = t0.elapsed().as_secs_f64();
     let t1 = std::time::Instant::now();
 

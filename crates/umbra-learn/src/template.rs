@@ -123,7 +123,7 @@ fn is_token(b: &[u8]) -> bool {
 }
 
 /// Extensions kept beside a placeholder, lower-case.
-fn static_extension(seg: &str) -> Option<&str> {
+fn static_extension(seg: &str) -> Option<&'static str> {
     let dot = seg.rfind('.')?;
     let ext = &seg[dot + 1..];
     if dot == 0
@@ -138,8 +138,27 @@ fn static_extension(seg: &str) -> Option<&str> {
         "woff", "woff2", "ttf", "otf", "eot", "map", "html", "htm", "json", "xml", "txt", "pdf",
         "mp4", "webm", "mp3", "zip", "gz", "csv", "php", "asp", "aspx", "jsp",
     ];
-    let lower = ext.to_ascii_lowercase();
-    KNOWN.iter().find(|k| **k == lower).copied()
+    KNOWN.iter().find(|k| k.eq_ignore_ascii_case(ext)).copied()
+}
+
+/// The placeholder kind and kept extension (without the dot) of a segment that
+/// matches a pattern; no allocation, for the hot lookup path.
+fn pattern_parts(seg: &str) -> Option<(&'static str, &'static str)> {
+    if let Some(kind) = segment_kind(seg) {
+        return Some((kind, ""));
+    }
+    let ext = static_extension(seg)?;
+    let stem = &seg[..seg.len() - ext.len() - 1];
+    segment_kind(stem).map(|kind| (kind, ext))
+}
+
+/// Whether a stored extension (`.jpg` or empty) is `ext` (no dot, or empty).
+fn ext_is(stored: &str, ext: &str) -> bool {
+    if ext.is_empty() {
+        stored.is_empty()
+    } else {
+        stored.len() == ext.len() + 1 && stored.as_bytes()[0] == b'.' && &stored[1..] == ext
+    }
 }
 
 /// What a segment becomes after the pattern pass: a literal, or a placeholder
@@ -191,6 +210,8 @@ pub struct Templater {
     nodes: Vec<Node>,
     /// The rendered template of each template index.
     templates: Vec<String>,
+    /// Where a node went when it was merged into another (`None`: still live).
+    forward: Vec<Option<usize>>,
 }
 
 /// The template a path matched, and the concrete values of its placeholders.
@@ -211,6 +232,7 @@ impl Default for Templater {
         Templater {
             nodes: vec![Node::default()],
             templates: Vec::new(),
+            forward: vec![None],
         }
     }
 }
@@ -220,7 +242,7 @@ impl Templater {
     pub fn learn<'a>(paths: impl IntoIterator<Item = &'a str>) -> Templater {
         let mut t = Templater::default();
         for p in paths {
-            t.insert_pattern_path(p);
+            let _ = t.insert_pattern_path(p);
         }
         t.collapse(0);
         t.number_templates();
@@ -253,10 +275,36 @@ impl Templater {
     /// trie are kept). Existing template indices keep their numbers.
     pub fn extend<'a>(&mut self, paths: impl IntoIterator<Item = &'a str>) {
         for p in paths {
-            self.insert_pattern_path(p);
+            let _ = self.insert_pattern_path(p);
         }
         self.collapse(0);
         self.number_templates();
+    }
+
+    /// Like [`Templater::extend`], and returns the template index of each path in
+    /// order: one walk of the trie per path instead of two.
+    pub fn extend_and_template<'a>(
+        &mut self,
+        paths: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<u32> {
+        let leaves: Vec<usize> = paths
+            .into_iter()
+            .map(|p| self.insert_pattern_path(p))
+            .collect();
+        self.collapse(0);
+        self.number_templates();
+        leaves
+            .into_iter()
+            .map(|leaf| self.nodes[self.resolve(leaf)].template.unwrap_or(u32::MAX))
+            .collect()
+    }
+
+    /// The live node a (possibly merged) node ended up in.
+    fn resolve(&self, mut node: usize) -> usize {
+        while let Some(next) = self.forward[node] {
+            node = next;
+        }
+        node
     }
 
     /// Number of distinct templates.
@@ -314,23 +362,20 @@ impl Templater {
         }
         // Prefer the placeholder whose pattern and extension fit the segment,
         // then a learned one with the same extension, then any learned one.
-        let key = pattern_key(seg);
-        if let SegKey::Placeholder(name, ext) = &key
+        if let Some((kind, ext)) = pattern_parts(seg)
             && let Some((_, _, c)) = n
                 .placeholders
                 .iter()
-                .find(|(a, b, _)| a == name && b == ext)
+                .find(|(a, b, _)| a == kind && ext_is(b, ext))
         {
             return Some(*c);
         }
-        let ext = static_extension(seg)
-            .map(|e| format!(".{e}"))
-            .unwrap_or_default();
+        let ext = static_extension(seg).unwrap_or("");
         let learned = |(name, _, _): &&(String, String, usize)| is_learned(name);
         n.placeholders
             .iter()
             .filter(learned)
-            .find(|(_, e, _)| *e == ext)
+            .find(|(_, e, _)| ext_is(e, ext))
             .or_else(|| {
                 n.placeholders
                     .iter()
@@ -340,7 +385,8 @@ impl Templater {
             .map(|(_, _, c)| *c)
     }
 
-    fn insert_pattern_path(&mut self, path: &str) {
+    /// Inserts a path by patterns and returns the node it ends at.
+    fn insert_pattern_path(&mut self, path: &str) -> usize {
         let mut node = 0;
         self.nodes[0].count += 1;
         for seg in segments(path) {
@@ -360,6 +406,7 @@ impl Templater {
         if self.nodes[node].template.is_none() {
             self.nodes[node].template = Some(u32::MAX);
         }
+        node
     }
 
     fn child_or_insert(&mut self, node: usize, key: SegKey) -> usize {
@@ -389,6 +436,7 @@ impl Templater {
 
     fn new_node(&mut self) -> usize {
         self.nodes.push(Node::default());
+        self.forward.push(None);
         self.nodes.len() - 1
     }
 
@@ -434,6 +482,7 @@ impl Templater {
             return;
         }
         let moved = std::mem::take(&mut self.nodes[src]);
+        self.forward[src] = Some(dst);
         self.nodes[dst].count += moved.count;
         if moved.template.is_some() && self.nodes[dst].template.is_none() {
             self.nodes[dst].template = moved.template;
@@ -587,6 +636,12 @@ mod tests {
         assert!(names.contains(&"/about"), "{names:?}");
         assert!(names.contains(&"/static/{param}.js"), "{names:?}");
         assert!(names.contains(&"/static/{param}.css"), "{names:?}");
+        let mut again = Templater::default();
+        let ids = again.extend_and_template(paths.iter().map(String::as_str));
+        for (p, id) in paths.iter().zip(ids) {
+            let m = t.template_of(p).unwrap();
+            assert_eq!(t.template(m.template), again.template(id), "{p}");
+        }
         let m = t.template_of("/product/77/other-thing").unwrap();
         assert_eq!(t.template(m.template), "/product/{id}/{slug}");
         assert_eq!(m.values, vec!["77", "other-thing"]);

@@ -23,7 +23,7 @@ use crate::features::Encoder;
 use crate::kmeans::{self, KMeansConfig, Matrix};
 use crate::profiles::{
     LearnError, MAX_TEMPLATES_PER_PROFILE, assign_ids, build_profile, decay_weights, encode_all,
-    now_rfc3339, prepare, profile_name,
+    now_rfc3339, prepare, profile_name, raw_features,
 };
 
 /// Default half-life when neither the command line nor the set gives one: 6 hours.
@@ -101,9 +101,9 @@ pub fn update(
     };
     let weights = decay_weights(records, as_of, Some(half_life));
 
-    let prepared = prepare(records, set_templater(set), true);
-    let mut encoder = Encoder::new(set.features.clone());
-    let features = encode_all(records, &prepared, &mut encoder);
+    let prepared = prepare(records, set_templater(set));
+    let encoder = Encoder::new(set.features.clone());
+    let features = encode_all(&raw_features(records, &prepared), &encoder);
     let mut centroids = Matrix::with_capacity(set.profiles.len(), encoder.dims());
     for p in &set.profiles {
         centroids.push(&p.centroid.iter().map(|v| *v as f32).collect::<Vec<_>>());

@@ -15,17 +15,18 @@
 //! - `key=value` pairs, the value optionally quoted: `rt=` or `request_time=`
 //!   give the request time in seconds, anything else is ignored.
 //!
-//! This is the hot path of `learn`, so it works on the line's bytes with
-//! `memchr`, allocates only the output strings, and remembers the last
-//! timestamp (consecutive lines usually share their second).
+//! This is the hot path of `learn`, so it works on the line's bytes (with
+//! `memchr` for the long quoted fields, a plain loop for the short ones, where
+//! memchr's setup costs more than it saves), allocates only the output strings,
+//! checks each line's UTF-8 once, and remembers the last timestamp
+//! (consecutive lines usually share their second).
 
-use memchr::memchr;
 use umbra_core::RequestRecord;
 
 use super::LineParser;
 use super::field::{
-    self, content, lossy, parse_bytes, parse_status, present, quoted_end, shown,
-    split_request_line, split_target, text,
+    self, LineText, content, parse_bytes, parse_status, present, quoted_end, shown,
+    split_request_line, split_target_bytes,
 };
 use super::time;
 
@@ -61,6 +62,11 @@ impl CombinedParser {
     }
 }
 
+/// The first `byte` in a short stretch of the line.
+fn find_short(byte: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&c| c == byte)
+}
+
 /// Expects `"` at `pos` and returns the field's raw content, whether it holds
 /// escapes, and the position after the closing quote.
 fn quoted_at<'a>(
@@ -79,7 +85,7 @@ fn quoted_at<'a>(
 /// The next space-separated token from `pos` and the position after it.
 fn token(line: &[u8], pos: usize) -> (&[u8], usize) {
     let rest = &line[pos.min(line.len())..];
-    match memchr(b' ', rest) {
+    match find_short(b' ', rest) {
         Some(i) => (&rest[..i], pos + i),
         None => (rest, line.len()),
     }
@@ -105,12 +111,17 @@ impl LineParser for CombinedParser {
         let Some(line) = content(line) else {
             return Ok(None);
         };
+        let strings = LineText::new(line);
         // Client: up to the first space (IPv6 addresses have no spaces or brackets).
-        let sp = memchr(b' ', line).ok_or("no space after the client address")?;
-        let client = present(&line[..sp]).map(lossy);
+        let sp = find_short(b' ', line).ok_or("no space after the client address")?;
+        let client = present(&line[..sp]).map(|c| strings.string(c));
         // Skip the ident and user fields up to the bracketed time.
-        let open = sp + memchr(b'[', &line[sp..]).ok_or("no `[` opening the time")?;
-        let close = open + memchr(b']', &line[open..]).ok_or("no `]` closing the time")?;
+        let open = sp + find_short(b'[', &line[sp..]).ok_or("no `[` opening the time")?;
+        // The time is 26 bytes long when it is well-formed.
+        let close = match line.get(open + 27) {
+            Some(b']') => open + 27,
+            _ => open + find_short(b']', &line[open..]).ok_or("no `]` closing the time")?,
+        };
         let timestamp_ms = self.time(&line[open + 1..close])?;
 
         let pos = space(line, close + 1, "the request")?;
@@ -123,7 +134,7 @@ impl LineParser for CombinedParser {
             request
         };
         let req = split_request_line(request)?;
-        let (path, query) = split_target(req.target)?;
+        let (path, query) = split_target_bytes(req.target)?;
 
         let pos = space(line, pos, "the status")?;
         let (status, pos) = token(line, pos);
@@ -136,8 +147,8 @@ impl LineParser for CombinedParser {
             timestamp_ms: Some(timestamp_ms),
             client,
             method: field::interned(req.method, field::METHODS),
-            path,
-            query,
+            path: strings.string(path),
+            query: query.map(|q| strings.string(q)),
             protocol: Some(field::interned(req.protocol, field::PROTOCOLS)),
             status,
             response_bytes,
@@ -157,13 +168,13 @@ impl LineParser for CombinedParser {
             }
             pos = space(line, pos, "the referer")?;
             let (referer, esc, p) = quoted_at(line, pos, "referer")?;
-            record.referer = text(referer, esc);
+            record.referer = strings.field(referer, esc);
             pos = space(line, p, "the user agent")?;
             let (ua, esc, p) = quoted_at(line, pos, "user agent")?;
-            record.user_agent = text(ua, esc);
+            record.user_agent = strings.field(ua, esc);
             pos = p;
         }
-        self.extras(line, pos, &mut record)?;
+        self.extras(line, pos, &strings, &mut record)?;
         Ok(Some(record))
     }
 }
@@ -174,6 +185,7 @@ impl CombinedParser {
         &self,
         line: &[u8],
         mut pos: usize,
+        strings: &LineText<'_>,
         record: &mut RequestRecord,
     ) -> Result<(), String> {
         let mut quoted_seen = 0;
@@ -187,7 +199,7 @@ impl CombinedParser {
                 let (value, esc, p) = quoted_at(line, pos, "extra field")?;
                 // Only combined's first extra has a conventional meaning.
                 let conventional = quoted_seen == 0 && self.combined;
-                if let Some(xff) = conventional.then(|| text(value, esc)).flatten() {
+                if let Some(xff) = conventional.then(|| strings.field(value, esc)).flatten() {
                     record.headers.push(("x-forwarded-for".into(), xff));
                 }
                 quoted_seen += 1;
@@ -247,7 +259,11 @@ fn bare_duration(tok: &[u8]) -> Option<Option<f64>> {
     if !tok.first().is_some_and(u8::is_ascii_digit) {
         return None;
     }
-    let shift = if memchr(b'.', tok).is_some() { 3 } else { -3 };
+    let shift = if find_short(b'.', tok).is_some() {
+        3
+    } else {
+        -3
+    };
     time::decimal(tok, shift).map(Some)
 }
 

@@ -33,6 +33,52 @@ pub fn lossy(b: &[u8]) -> String {
     }
 }
 
+/// Makes `String`s of parts of one line, checking the line's UTF-8 once
+/// rather than each field's: one pass over the line costs less than six
+/// short ones. Parts that are not inside the line (unescaped copies, constant
+/// defaults) and lines that are not valid UTF-8 go through [`lossy`].
+pub struct LineText<'a> {
+    line: &'a [u8],
+    text: Option<&'a str>,
+}
+
+impl<'a> LineText<'a> {
+    pub fn new(line: &'a [u8]) -> LineText<'a> {
+        LineText {
+            line,
+            text: std::str::from_utf8(line).ok(),
+        }
+    }
+
+    pub fn string(&self, part: &[u8]) -> String {
+        if let Some(text) = self.text {
+            // Where `part` lies in the line, if it does: comparing addresses
+            // is safe, and a slice inside the line's range is part of it.
+            let base = self.line.as_ptr() as usize;
+            let start = part.as_ptr() as usize;
+            if start >= base && start + part.len() <= base + self.line.len() {
+                let offset = start - base;
+                // Fields end at ASCII delimiters, so this is on char boundaries;
+                // `get` checks anyway.
+                if let Some(s) = text.get(offset..offset + part.len()) {
+                    return s.to_owned();
+                }
+            }
+        }
+        lossy(part)
+    }
+
+    /// A logged string field (see [`text`]).
+    pub fn field(&self, raw: &[u8], escaped: bool) -> Option<String> {
+        let raw = present(raw)?;
+        Some(if escaped {
+            lossy(&unescape(raw))
+        } else {
+            self.string(raw)
+        })
+    }
+}
+
 /// Like [`lossy`], but common values come from a table without validating
 /// them again (the method and protocol of every request line).
 pub fn interned(b: &[u8], table: &[&'static str]) -> String {
@@ -213,6 +259,12 @@ pub fn split_request_line(req: &[u8]) -> Result<RequestLine<'_>, String> {
 /// (`/a/b?c`) is kept as logged; an absolute URL (`http://host/a?c#f`) gives
 /// its path (or `/`) and query, without the fragment. An empty query is `None`.
 pub fn split_target(target: &[u8]) -> Result<(String, Option<String>), String> {
+    let (path, query) = split_target_bytes(target)?;
+    Ok((lossy(path), query.map(lossy)))
+}
+
+/// [`split_target`] without making strings.
+pub fn split_target_bytes(target: &[u8]) -> Result<(&[u8], Option<&[u8]>), String> {
     let (path, query) = if target.first() == Some(&b'/') {
         match memchr(b'?', target) {
             Some(q) => (&target[..q], &target[q + 1..]),
@@ -242,12 +294,7 @@ pub fn split_target(target: &[u8]) -> Result<(String, Option<String>), String> {
             shown(target)
         ));
     };
-    let query = if query.is_empty() {
-        None
-    } else {
-        Some(lossy(query))
-    };
-    Ok((lossy(path), query))
+    Ok((path, (!query.is_empty()).then_some(query)))
 }
 
 /// The index just after `scheme://`, if the target starts with one.
@@ -365,6 +412,18 @@ mod tests {
         let line = br#""say "hi"" 1"#;
         let (end, _) = quoted_end(line, 1, true).expect("terminated");
         assert_eq!(&line[1..end], br#"say "hi""#);
+    }
+
+    #[test]
+    fn line_text_slices_or_falls_back() {
+        let line = b"GET /caf\xc3\xa9 x";
+        let t = LineText::new(line);
+        assert_eq!(t.string(&line[4..10]), "/caf\u{e9}");
+        assert_eq!(t.string(b"/elsewhere"), "/elsewhere");
+        assert_eq!(t.field(&line[0..3], false).as_deref(), Some("GET"));
+        assert_eq!(t.field(&line[11..11], false), None);
+        let bad = b"GET /caf\xe9 x";
+        assert_eq!(LineText::new(bad).string(&bad[4..9]), "/caf\u{fffd}");
     }
 
     #[test]
