@@ -146,7 +146,7 @@ fn benches(c: &mut Criterion, rows: usize, dims: usize, k: usize, spread: f32) {
     slow.finish();
 
     // The per-request classifier path.
-    c.bench_function(format!("kmeans/nearest/{dims}d_k{k}"), |b| {
+    c.bench_function(&format!("kmeans/nearest/{dims}d_k{k}"), |b| {
         let mut i = 0;
         b.iter(|| {
             i = (i + 1) % rows;

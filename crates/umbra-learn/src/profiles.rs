@@ -16,12 +16,14 @@ use umbra_core::{
 
 use crate::fake::Faker;
 use crate::features::{Encoder, PathFacts, RawFeatures, fit_space};
-use crate::kmeans::{self, KMeansConfig, Matrix};
+use crate::kmeans::{self, KMeansConfig, KMeansResult, Matrix};
 use crate::template::{Templater, segment_kind};
 
 /// Templates kept per profile, heaviest first; the rest of the profile's weight is
 /// spread over these (the load generator draws only what the file lists).
 pub const MAX_TEMPLATES_PER_PROFILE: usize = 32;
+/// `--k auto` keeps everything in one profile when no k reaches this silhouette.
+const MIN_STRUCTURE_SILHOUETTE: f64 = 0.25;
 /// Distinct example values kept per placeholder or query key.
 const MAX_EXAMPLES: usize = 3;
 /// Headers never given an example value: they carry credentials.
@@ -101,7 +103,7 @@ impl Default for LearnOptions {
 pub enum LearnError {
     #[error("no requests to learn from")]
     NoRecords,
-    #[error("clustering failed: {0}")]
+    #[error("clustering failed")]
     Cluster(#[from] kmeans::KMeansError),
 }
 
@@ -225,28 +227,63 @@ pub fn learn(
         ..KMeansConfig::default()
     };
     let distinct_cap = records.len();
-    let (k, k_choice, reason) = match opts.k {
-        KSpec::Fixed(k) => {
-            let k = k.min(distinct_cap);
-            (k, "fixed".to_string(), format!("k={k} was given with --k"))
-        }
-        KSpec::Auto { max } => {
-            let hi = max.min(distinct_cap.saturating_sub(1)).max(2);
-            let choice = kmeans::choose_k(&features, 2..=hi, opts.silhouette_sample, &cfg)?;
-            (choice.k, "silhouette".to_string(), choice.reason)
-        }
+    let (k, k_choice, reason, result, silhouette, sq) = if features.dims == 0 || records.len() == 1
+    {
+        // Nothing varies between the requests (or there is one): one profile,
+        // and nothing for k-means to do.
+        let reason = if records.len() == 1 {
+            "one request: one profile".to_string()
+        } else {
+            "no feature varies between the requests: one profile".to_string()
+        };
+        let result = KMeansResult {
+            centroids: {
+                let mut m = Matrix::new(0);
+                m.push(&[]);
+                m
+            },
+            assignments: vec![0; records.len()],
+            inertia: 0.0,
+            iterations: 0,
+            counts: vec![records.len() as u64],
+        };
+        let sq = vec![0.0f32; records.len()];
+        (1, "single".to_string(), reason, result, None, sq)
+    } else {
+        let (k, k_choice, reason) = match opts.k {
+            KSpec::Fixed(k) => {
+                let k = k.min(distinct_cap);
+                (k, "fixed".to_string(), format!("k={k} was given with --k"))
+            }
+            KSpec::Auto { max } => {
+                let hi = max.min(distinct_cap.saturating_sub(1)).max(2);
+                let choice = kmeans::choose_k(&features, 2..=hi, opts.silhouette_sample, &cfg)?;
+                let best = choice.scores.iter().map(|s| s.1).fold(f64::MIN, f64::max);
+                if best < MIN_STRUCTURE_SILHOUETTE {
+                    // Silhouette cannot score k = 1; below this no split is real
+                    // structure (Kaufman and Rousseeuw's reading of the score).
+                    let reason = format!(
+                        "no k in 2..{hi} reaches a silhouette of {MIN_STRUCTURE_SILHOUETTE} (best {best:.2}), so the requests form one profile"
+                    );
+                    (1, "silhouette".to_string(), reason)
+                } else {
+                    (choice.k, "silhouette".to_string(), choice.reason)
+                }
+            }
+        };
+        let result = kmeans::fit(&features, &KMeansConfig { k, ..cfg.clone() })?;
+        let silhouette = (k > 1).then(|| {
+            kmeans::silhouette(
+                &features,
+                &result.assignments,
+                k,
+                opts.silhouette_sample,
+                opts.seed,
+            )
+        });
+        let (_, sq) = kmeans::assign(&features, &result.centroids);
+        (k, k_choice, reason, result, silhouette, sq)
     };
-    let result = kmeans::fit(&features, &KMeansConfig { k, ..cfg.clone() })?;
-    let silhouette = (k > 1).then(|| {
-        kmeans::silhouette(
-            &features,
-            &result.assignments,
-            k,
-            opts.silhouette_sample,
-            opts.seed,
-        )
-    });
-    let (_, sq) = kmeans::assign(&features, &result.centroids);
     let cluster_secs = t1.elapsed().as_secs_f64();
     let t2 = std::time::Instant::now();
 

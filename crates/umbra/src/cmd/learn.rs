@@ -138,8 +138,9 @@ pub fn run(args: LearnArgs) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", render_table(&set));
         eprintln!(
-            "wrote {} profiles to {} ({} requests in {:.2} s)",
+            "wrote {} profile{} to {} ({} requests in {:.2} s)",
             set.profiles.len(),
+            if set.profiles.len() == 1 { "" } else { "s" },
             args.output.display(),
             records.len(),
             total_secs

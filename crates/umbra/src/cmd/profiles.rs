@@ -106,6 +106,28 @@ pub fn run(cmd: ProfilesCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A rate with enough digits to be read at any size: 1234, 12.3, 0.0417.
+fn rate_text(r: f64) -> String {
+    if r >= 100.0 || r == 0.0 {
+        format!("{r:.0}")
+    } else if r >= 1.0 {
+        format!("{r:.2}")
+    } else {
+        format!("{r:.3}")
+    }
+}
+
+/// Cuts a long name at a character boundary, with an ellipsis.
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut out: String = s.chars().take(max - 1).collect();
+        out.push('…');
+        out
+    }
+}
+
 fn human_bytes(b: f64) -> String {
     if b < 1024.0 {
         format!("{b:.0} B")
@@ -127,13 +149,11 @@ pub fn render_table(set: &ProfileSet) -> String {
         "mix",
         "req/s",
         "templates",
-        "top template",
         "resp p50",
         "latency p50",
     ]);
     let rate = set.target_rps();
     for (p, mix) in set.mix() {
-        let top = p.templates.first();
         let resp: f64 = p
             .templates
             .iter()
@@ -146,18 +166,15 @@ pub fn render_table(set: &ProfileSet) -> String {
             .sum::<Option<f64>>();
         t.add_row(vec![
             Cell::new(&p.id),
-            Cell::new(&p.name),
+            Cell::new(shorten(&p.name, 80)),
             Cell::new(format!("{:.1}%", p.share * 100.0)).set_alignment(CellAlignment::Right),
             Cell::new(match p.weight {
                 Some(_) => format!("{:.1}%*", mix * 100.0),
                 None => format!("{:.1}%", mix * 100.0),
             })
             .set_alignment(CellAlignment::Right),
-            Cell::new(format!("{:.2}", rate * mix)).set_alignment(CellAlignment::Right),
+            Cell::new(rate_text(rate * mix)).set_alignment(CellAlignment::Right),
             Cell::new(p.templates.len()).set_alignment(CellAlignment::Right),
-            Cell::new(top.map_or(String::new(), |t| {
-                format!("{} {} ({:.0}%)", t.method, t.path, t.weight * 100.0)
-            })),
             Cell::new(human_bytes(resp)).set_alignment(CellAlignment::Right),
             Cell::new(lat.map_or("-".to_string(), |l| format!("{l:.1} ms")))
                 .set_alignment(CellAlignment::Right),
@@ -165,11 +182,12 @@ pub fn render_table(set: &ProfileSet) -> String {
     }
     let records: u64 = set.sources.iter().map(|s| s.records).sum();
     format!(
-        "{} profiles from {} requests; baseline {:.2} req/s × stress {} = {:.2} req/s (* = user weight)\n{t}\n",
+        "{} profile{} from {} requests; baseline {} req/s × stress {} = {} req/s (* = user weight)\n{t}\n",
         set.profiles.len(),
+        if set.profiles.len() == 1 { "" } else { "s" },
         records,
-        set.baseline_rps,
+        rate_text(set.baseline_rps),
         set.stress,
-        rate
+        rate_text(rate)
     )
 }
