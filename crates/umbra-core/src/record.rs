@@ -136,3 +136,4 @@ impl UaClass {
         }
     }
 }
+

@@ -237,6 +237,11 @@ pub fn choose_k(
         return Ok(one_cluster(reason));
     }
     let scored = start.max(2)..=end.min(distinct);
+    // Distances between sampled rows do not depend on k: compute them once for all candidates.
+    let pairs = match scored.is_empty() {
+        true => score::Pairs::on_the_fly(rows),
+        false => score::Pairs::tabulated(rows),
+    };
     let mut scores = Vec::new();
     for k in scored.clone() {
         let cfg = KMeansConfig {
@@ -246,7 +251,7 @@ pub fn choose_k(
         };
         let fitted = fit(rows, &cfg)?;
         let labels: Vec<usize> = fitted.assignments.iter().map(|&a| a as usize).collect();
-        scores.push((k, score::silhouette_of_all(rows, &labels, k)));
+        scores.push((k, score::silhouette_of_all(&pairs, &labels, k)));
     }
 
     let skipped = if end > distinct {

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use ahash::AHashMap;
 use umbra_core::{
-    ClusteringInfo, HeaderSpec, PROFILE_FORMAT, PROFILE_VERSION, ParamSpec, Profile, ProfileSet,
-    Quantiles, QuerySpec, RequestRecord, RequestTemplate, SourceSummary, Weighted,
+    ClusteringInfo, FeatureSpace, HeaderSpec, PROFILE_FORMAT, PROFILE_VERSION, ParamSpec, Profile,
+    ProfileSet, Quantiles, QuerySpec, RequestRecord, RequestTemplate, SourceSummary, Weighted,
 };
 
 use crate::fake::Faker;
@@ -143,41 +143,67 @@ pub(crate) fn prepare(records: &[RequestRecord], mut templater: Templater) -> Pr
     }
 }
 
-/// The raw features of every record, computed once and shared by fitting and encoding.
-pub(crate) fn raw_features<'a>(
-    records: &'a [RequestRecord],
+/// Computes raw features record by record, classifying each user agent once and
+/// reading each template once (logs repeat a few hundred agents and a few
+/// thousand templates millions of times).
+pub(crate) struct RawMaker<'a> {
     prepared: &'a Prepared,
-) -> Vec<RawFeatures<'a>> {
-    // Logs repeat a few hundred user agents millions of times, and a few
-    // thousand templates: classify each agent once and read each template once.
-    let mut ua_cache: AHashMap<&str, umbra_core::UaClass> = AHashMap::new();
-    let mut facts: Vec<Option<PathFacts<'a>>> = vec![None; prepared.templater.len()];
-    records
-        .iter()
-        .zip(&prepared.templates)
-        .map(|(r, &t)| {
-            let ua_key = r.user_agent.as_deref();
-            let ua = *ua_cache
-                .entry(ua_key.unwrap_or(""))
-                .or_insert_with(|| crate::user_agent::classify(ua_key));
-            match facts.get_mut(t as usize) {
-                Some(slot) => {
-                    let template = prepared.templater.template(t);
-                    let f = *slot.get_or_insert_with(|| PathFacts::of(template));
-                    RawFeatures::with_facts(r, template, f, ua)
-                }
-                None => RawFeatures::of(r, "", ua),
-            }
-        })
-        .collect()
+    ua_cache: AHashMap<&'a str, umbra_core::UaClass>,
+    facts: Vec<Option<PathFacts<'a>>>,
 }
 
-/// Encodes raw features into the rows of a matrix.
-pub(crate) fn encode_all(raws: &[RawFeatures<'_>], encoder: &Encoder) -> Matrix {
-    let mut m = Matrix::with_capacity(raws.len(), encoder.dims());
+impl<'a> RawMaker<'a> {
+    pub(crate) fn new(prepared: &'a Prepared) -> Self {
+        RawMaker {
+            prepared,
+            ua_cache: AHashMap::new(),
+            facts: vec![None; prepared.templater.len()],
+        }
+    }
+
+    pub(crate) fn raw(&mut self, r: &'a RequestRecord, t: u32) -> RawFeatures<'a> {
+        let ua_key = r.user_agent.as_deref();
+        let ua = *self
+            .ua_cache
+            .entry(ua_key.unwrap_or(""))
+            .or_insert_with(|| crate::user_agent::classify(ua_key));
+        match self.facts.get_mut(t as usize) {
+            Some(slot) => {
+                let template = self.prepared.templater.template(t);
+                let f = *slot.get_or_insert_with(|| PathFacts::of(template));
+                RawFeatures::with_facts(r, template, f, ua)
+            }
+            None => RawFeatures::of(r, "", ua),
+        }
+    }
+}
+
+/// The feature space is fitted on at most this many records, evenly spaced:
+/// vocabularies (categories of at least 0.5%) and means are settled long before.
+const FIT_SAMPLE: usize = 200_000;
+
+/// Fits the feature space on an evenly spaced sample of the records.
+pub(crate) fn fit_features(records: &[RequestRecord], prepared: &Prepared) -> FeatureSpace {
+    let stride = records.len().div_ceil(FIT_SAMPLE).max(1);
+    let mut maker = RawMaker::new(prepared);
+    let raws: Vec<RawFeatures<'_>> = (0..records.len())
+        .step_by(stride)
+        .map(|i| maker.raw(&records[i], prepared.templates[i]))
+        .collect();
+    fit_space(&raws)
+}
+
+/// Encodes every record into a row of a matrix, without keeping raw features around.
+pub(crate) fn encode_all(
+    records: &[RequestRecord],
+    prepared: &Prepared,
+    encoder: &Encoder,
+) -> Matrix {
+    let mut m = Matrix::with_capacity(records.len(), encoder.dims());
     let mut row = vec![0.0f32; encoder.dims()];
-    for raw in raws {
-        encoder.encode(raw, &mut row);
+    let mut maker = RawMaker::new(prepared);
+    for (r, &t) in records.iter().zip(&prepared.templates) {
+        encoder.encode(&maker.raw(r, t), &mut row);
         m.push(&row);
     }
     m
@@ -212,11 +238,9 @@ pub fn learn(
     }
     let t0 = std::time::Instant::now();
     let prepared = prepare(records, Templater::default());
-    let raws = raw_features(records, &prepared);
-    let space = fit_space(&raws);
+    let space = fit_features(records, &prepared);
     let encoder = Encoder::new(space.clone());
-    let features = encode_all(&raws, &encoder);
-    drop(raws);
+    let features = encode_all(records, &prepared, &encoder);
     let featurise_secs = t0.elapsed().as_secs_f64();
     let t1 = std::time::Instant::now();
 

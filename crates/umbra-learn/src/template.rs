@@ -459,8 +459,9 @@ impl Templater {
                     None => by_ext.push((ext, vec![(seg, child)])),
                 }
             }
-            for (ext, mut group) in by_ext {
-                group.sort();
+            // Merge order does not change the result (counts add up, children
+            // union), so the groups are not sorted: a node may have 100,000 children.
+            for (ext, group) in by_ext {
                 let name = learned_name(group.iter().map(|(s, _)| s.as_str()));
                 let target = self.child_or_insert(node, SegKey::Placeholder(name, ext));
                 for (_, child) in group {

@@ -23,7 +23,7 @@ use crate::features::Encoder;
 use crate::kmeans::{self, KMeansConfig, Matrix};
 use crate::profiles::{
     LearnError, MAX_TEMPLATES_PER_PROFILE, assign_ids, build_profile, decay_weights, encode_all,
-    now_rfc3339, prepare, profile_name, raw_features,
+    now_rfc3339, prepare, profile_name,
 };
 
 /// Default half-life when neither the command line nor the set gives one: 6 hours.
@@ -103,7 +103,7 @@ pub fn update(
 
     let prepared = prepare(records, set_templater(set));
     let encoder = Encoder::new(set.features.clone());
-    let features = encode_all(&raw_features(records, &prepared), &encoder);
+    let features = encode_all(records, &prepared, &encoder);
     let mut centroids = Matrix::with_capacity(set.profiles.len(), encoder.dims());
     for p in &set.profiles {
         centroids.push(&p.centroid.iter().map(|v| *v as f32).collect::<Vec<_>>());

@@ -140,8 +140,9 @@ fn greedy_plus_plus(data: &Matrix, k: usize, rng: &mut StdRng) -> Matrix {
     centroids
 }
 
-/// Lloyd's iterations from `init` until the relative change in inertia drops below `tol` or
-/// `max_iter` centroid updates have been made. Requires `data.dims > 0` and `init.rows >= 1`.
+/// Lloyd's iterations from `init` until the relative change in inertia drops below `tol`, no
+/// row changes cluster, or `max_iter` centroid updates have been made. Requires
+/// `data.dims > 0` and `init.rows >= 1`.
 pub(crate) fn lloyd(data: &Matrix, init: Matrix, max_iter: usize, tol: f64) -> Run {
     let (n, k) = (data.rows, init.rows);
     // Inertia = Σ‖x‖² − Σ_j (2 c_j·S_j − n_j‖c_j‖²), where S_j and n_j are the sum and count of

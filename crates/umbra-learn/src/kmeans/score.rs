@@ -27,12 +27,67 @@ pub fn silhouette(data: &Matrix, assignments: &[u32], k: usize, sample: usize, s
         None => assignments.iter().map(|&a| a as usize).collect(),
     };
     let rows = picked.as_ref().map_or(data, |(m, _)| m);
-    silhouette_of_all(rows, &labels, k)
+    silhouette_of_all(&Pairs::on_the_fly(rows), &labels, k)
 }
 
-/// Mean silhouette over every row of `data` (labels already validated, all `< k`).
-pub(crate) fn silhouette_of_all(data: &Matrix, labels: &[usize], k: usize) -> f64 {
-    let n = data.rows;
+/// Euclidean distances between the rows of a matrix: kept in a table when several labelings
+/// of the same rows are scored (as `choose_k` does, once per candidate k), else computed as
+/// needed.
+pub(crate) struct Pairs<'a> {
+    data: &'a Matrix,
+    /// `rows × rows`, row-major, when kept.
+    table: Option<Vec<f32>>,
+}
+
+impl<'a> Pairs<'a> {
+    /// Most rows whose table is kept: 4096² f32 is 64 MiB.
+    const MAX_TABLE_ROWS: usize = 4096;
+
+    pub(crate) fn on_the_fly(data: &'a Matrix) -> Self {
+        Pairs { data, table: None }
+    }
+
+    /// Computes the table now, unless it would exceed [`Self::MAX_TABLE_ROWS`] rows.
+    pub(crate) fn tabulated(data: &'a Matrix) -> Self {
+        let n = data.rows;
+        if n > Self::MAX_TABLE_ROWS {
+            return Self::on_the_fly(data);
+        }
+        let mut table = vec![0.0f32; n * n];
+        table
+            .par_chunks_mut(n.max(1))
+            .enumerate()
+            .for_each(|(i, out)| Self::compute_row(data, i, out));
+        Pairs {
+            data,
+            table: Some(table),
+        }
+    }
+
+    fn compute_row(data: &Matrix, i: usize, out: &mut [f32]) {
+        let x = data.row(i);
+        for (j, d) in out.iter_mut().enumerate() {
+            *d = sq_dist(x, data.row(j)).sqrt();
+        }
+    }
+
+    /// Calls `f` with the distances from row `i` to every row.
+    fn with_row<R>(&self, i: usize, f: impl FnOnce(&[f32]) -> R) -> R {
+        let n = self.data.rows;
+        match &self.table {
+            Some(t) => f(&t[i * n..(i + 1) * n]),
+            None => {
+                let mut row = vec![0.0f32; n];
+                Self::compute_row(self.data, i, &mut row);
+                f(&row)
+            }
+        }
+    }
+}
+
+/// Mean silhouette over every row (labels already validated, all `< k`).
+pub(crate) fn silhouette_of_all(pairs: &Pairs<'_>, labels: &[usize], k: usize) -> f64 {
+    let n = pairs.data.rows;
     let mut sizes = vec![0usize; k];
     for &l in labels {
         sizes[l] += 1;
@@ -40,7 +95,6 @@ pub(crate) fn silhouette_of_all(data: &Matrix, labels: &[usize], k: usize) -> f6
     if n < 2 || sizes.iter().filter(|&&s| s > 0).count() < 2 {
         return 0.0;
     }
-    // One row of the distance matrix per task; nothing n×n is ever stored.
     let scores: Vec<f64> = (0..n)
         .into_par_iter()
         .map(|i| {
@@ -48,13 +102,13 @@ pub(crate) fn silhouette_of_all(data: &Matrix, labels: &[usize], k: usize) -> f6
             if sizes[own] < 2 {
                 return 0.0;
             }
+            // Row i's distance to itself is 0, so it adds nothing to its own cluster's sum.
             let mut sums = vec![0.0f64; k];
-            let x = data.row(i);
-            for (j, &l) in labels.iter().enumerate() {
-                if j != i {
-                    sums[l] += f64::from(sq_dist(x, data.row(j)).sqrt());
+            pairs.with_row(i, |dists| {
+                for (&l, &d) in labels.iter().zip(dists) {
+                    sums[l] += f64::from(d);
                 }
-            }
+            });
             let a = sums[own] / (sizes[own] - 1) as f64;
             let b = (0..k)
                 .filter(|&c| c != own && sizes[c] > 0)
@@ -154,6 +208,8 @@ mod tests {
         ];
         let expected = expected.iter().sum::<f64>() / 4.0;
         assert!((s - expected).abs() < 1e-9, "{s} vs {expected}");
+        let kept = silhouette_of_all(&Pairs::tabulated(&data), &[0, 0, 1, 1], 2);
+        assert_eq!(kept, s);
     }
 
     #[test]
