@@ -24,6 +24,10 @@ static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
 /// Six or more digits: phone, card, account and national id numbers.
 static LONG_NUMBER: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"[0-9]{6,}").expect("static pattern"));
+/// Numbers written in groups (`0912-555-0147`, `+1 (415) 555 0123`, `4111 1111 1111 1111`):
+/// faked when they hold seven digits or more.
+static GROUPED_NUMBER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\+?\(?[0-9][0-9\-. ()]{5,}[0-9]").expect("static pattern"));
 static OPAQUE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"[A-Za-z0-9_\-+=.~]{20,}").expect("static pattern"));
 
@@ -69,6 +73,24 @@ impl Faker {
                         let s = &c[0];
                         if matches!(segment_kind(s), Some("token" | "hash" | "hex" | "uuid"))
                             && !s.contains("example")
+                        {
+                            self.same_shape(s)
+                        } else {
+                            s.to_string()
+                        }
+                    })
+                    .into_owned(),
+            );
+        }
+        if GROUPED_NUMBER.is_match(&out) {
+            out = Cow::Owned(
+                GROUPED_NUMBER
+                    .replace_all(&out, |c: &regex::Captures<'_>| {
+                        let s = &c[0];
+                        // Calendar dates are left alone: they are rarely personal, and a
+                        // faked one would not be a date.
+                        if s.bytes().filter(u8::is_ascii_digit).count() >= 7
+                            && segment_kind(s) != Some("date")
                         {
                             self.same_shape(s)
                         } else {
@@ -144,6 +166,17 @@ mod tests {
         let t = f.scrub("a8F3kQ9zL2mN7pR4sT6vW1xY");
         assert_ne!(t, "a8F3kQ9zL2mN7pR4sT6vW1xY");
         assert_eq!(t.len(), 24);
+        let grouped = f.scrub("tel=0912-555-0147");
+        assert!(
+            grouped.starts_with("tel=") && !grouped.contains("0912-555-0147"),
+            "{grouped}"
+        );
+        assert_eq!(grouped.len(), "tel=0912-555-0147".len());
+        assert_eq!(
+            f.scrub("2019-01-22"),
+            "2019-01-22",
+            "a date has too few digits"
+        );
         let mixed = f.scrub("user=jane%40corp.io&phone=4155550123");
         assert!(
             !mixed.contains("jane") && !mixed.contains("4155550123"),

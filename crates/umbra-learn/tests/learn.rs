@@ -361,3 +361,60 @@ fn debug_shop() {
         );
     }
 }
+
+#[test]
+fn profiles_keep_no_personal_data() {
+    let mut parser = read::line_parser(&Format::Combined).expect("combined parser");
+    let mut records = Vec::new();
+    let secrets = [
+        "jane.doe@corp.example.org",
+        "4155550123987",
+        "sk9Fq2Lm8Xr4Tz7Vb1Nc6Hd3",
+        "0912-555-0147",
+    ];
+    for i in 0..400 {
+        let line = match i % 4 {
+            0 => format!(
+                "10.0.0.{} - - [22/Jan/2019:03:56:{:02} +0000] \"GET /users/{}/orders HTTP/1.1\" 200 512 \"-\" \"okhttp/4.9\"",
+                i % 250,
+                i % 60,
+                secrets[0]
+            ),
+            1 => format!(
+                "10.0.0.{} - - [22/Jan/2019:03:56:{:02} +0000] \"GET /account?phone={}&email={} HTTP/1.1\" 200 812 \"-\" \"Mozilla/5.0 (X11)\"",
+                i % 250,
+                i % 60,
+                secrets[1],
+                secrets[0]
+            ),
+            2 => format!(
+                "10.0.0.{} - - [22/Jan/2019:03:56:{:02} +0000] \"GET /session/{}/state HTTP/1.1\" 200 90 \"-\" \"okhttp/4.9\"",
+                i % 250,
+                i % 60,
+                secrets[2]
+            ),
+            _ => format!(
+                "10.0.0.{} - - [22/Jan/2019:03:56:{:02} +0000] \"GET /callback?tel={} HTTP/1.1\" 302 0 \"-\" \"curl/8.0\"",
+                i % 250,
+                i % 60,
+                secrets[3]
+            ),
+        };
+        records.push(
+            parser
+                .parse(line.as_bytes())
+                .expect("parses")
+                .expect("record"),
+        );
+    }
+    let set = learn(&records, Vec::new(), &LearnOptions::default())
+        .expect("learn")
+        .set;
+    let json = set.to_json();
+    for s in secrets {
+        assert!(!json.contains(s), "{s} leaked into the profile file");
+    }
+    // The fakes keep the shape: an e-mail placeholder example is still an e-mail.
+    assert!(json.contains("{email}"), "{json}");
+    assert!(json.contains("@example.com"), "{json}");
+}
