@@ -120,7 +120,7 @@ impl Quantiles {
     /// to one). Used to fold new traffic into an existing profile.
     pub fn mix(&self, wa: f64, other: &Quantiles, wb: f64) -> Quantiles {
         let total = wa + wb;
-        if !(total > 0.0) || wb <= 0.0 {
+        if total.is_nan() || total <= 0.0 || wb <= 0.0 {
             return *self;
         }
         if wa <= 0.0 {

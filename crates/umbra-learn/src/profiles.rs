@@ -319,18 +319,23 @@ pub fn learn(
     let mut profiles: Vec<Profile> = Vec::new();
     let mut cluster_to_profile = vec![u32::MAX; k];
     let total: f64 = weights.iter().sum();
-    for c in 0..k {
-        let members: Vec<usize> = (0..records.len())
-            .filter(|&i| result.assignments[i] as usize == c)
-            .collect();
-        if members.is_empty() {
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); k];
+    for (i, a) in result.assignments.iter().enumerate() {
+        members[*a as usize].push(i);
+    }
+    for (c, (m, slot)) in members
+        .iter()
+        .zip(cluster_to_profile.iter_mut())
+        .enumerate()
+    {
+        if m.is_empty() {
             continue;
         }
         let centroid: Vec<f64> = result.centroids.row(c).iter().map(|v| *v as f64).collect();
         let p = build_profile(
-            records, &prepared, &members, &weights, &sq, centroid, total, &faker,
+            records, &prepared, m, &weights, &sq, centroid, total, &faker,
         );
-        cluster_to_profile[c] = profiles.len() as u32;
+        *slot = profiles.len() as u32;
         profiles.push(p);
     }
     assign_ids(&mut profiles, &[]);
@@ -637,7 +642,7 @@ fn finish_template(
     }
 }
 
-fn top<'a>(m: AHashMap<&'a str, f64>) -> Option<&'a str> {
+fn top(m: AHashMap<&str, f64>) -> Option<&str> {
     m.into_iter()
         .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.cmp(a.0)))
         .map(|(v, _)| v)

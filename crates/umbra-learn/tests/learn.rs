@@ -1,5 +1,7 @@
 //! The learning pipeline end to end: records in, profiles out.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 use umbra_core::RequestRecord;
 use umbra_learn::kmeans::adjusted_rand_index;
 use umbra_learn::profiles::{KSpec, LearnOptions, learn};
@@ -315,51 +317,6 @@ fn shop_log_separates_crawlers_images_and_filters() {
     assert!(s_bot >= 0.9, "crawlers vs shoppers {s_bot}");
     assert!(s_img >= 0.95, "images vs pages {s_img}");
     assert!(s_filter >= 0.9, "filters vs product pages {s_filter}");
-}
-
-#[test]
-#[ignore]
-fn debug_shop() {
-    let mut records = Vec::new();
-    read::read_source(SHOP_LOG, &Format::Auto, &mut |r| records.push(r)).expect("read");
-    let k: KSpec = std::env::var("K").unwrap_or("auto".into()).parse().unwrap();
-    let learned = learn(
-        &records,
-        Vec::new(),
-        &LearnOptions {
-            k,
-            ..LearnOptions::default()
-        },
-    )
-    .expect("learn");
-    eprintln!("{}", learned.set.clustering.reason);
-    for (i, p) in learned.set.profiles.iter().enumerate() {
-        let mut f = 0;
-        let mut pr = 0;
-        let mut bots = 0;
-        let mut n = 0;
-        for (j, r) in records.iter().enumerate() {
-            if learned.assignments[j] as usize != i {
-                continue;
-            }
-            n += 1;
-            if r.path.starts_with("/filter") || r.path.starts_with("/m/filter") {
-                f += 1;
-            }
-            if r.path.starts_with("/product") || r.path.starts_with("/m/product") {
-                pr += 1;
-            }
-            if umbra_learn::user_agent::classify(r.user_agent.as_deref())
-                == umbra_core::UaClass::Bot
-            {
-                bots += 1;
-            }
-        }
-        eprintln!(
-            "{n:4} filter {f:3} product {pr:3} bots {bots:3}  {}",
-            p.name.chars().take(80).collect::<String>()
-        );
-    }
 }
 
 #[test]

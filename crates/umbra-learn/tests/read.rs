@@ -1,5 +1,7 @@
 //! The readers against real captures in `shared/data` (see its README).
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 use umbra_core::RequestRecord;
 use umbra_learn::read::{Format, Position, ReadError, SourceReport, read_source};
 
