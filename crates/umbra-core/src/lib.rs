@@ -16,4 +16,4 @@ pub use profile::{
     ProfileFileError, ProfileSet, QuerySpec, RequestTemplate, SourceSummary, Weighted,
 };
 pub use quantiles::Quantiles;
-pub use record::{RequestRecord, StatusClass, UaClass};
+pub use record::{CREDENTIAL_HEADERS, RequestRecord, StatusClass, UaClass, is_credential_header};

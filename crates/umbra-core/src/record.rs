@@ -53,6 +53,28 @@ impl RequestRecord {
     }
 }
 
+/// Request headers that carry credentials (lower-case). Profiles keep no example of
+/// them, the load generator never sends them from a profile, and the masking hook
+/// masks them on every shadow copy.
+pub const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "x-auth-token",
+    "x-csrf-token",
+    "x-xsrf-token",
+    "x-amz-security-token",
+];
+
+/// Whether a header name (any case) carries credentials.
+pub fn is_credential_header(name: &str) -> bool {
+    CREDENTIAL_HEADERS
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(name))
+}
+
 /// The first digit of an HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

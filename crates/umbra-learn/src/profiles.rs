@@ -26,19 +26,6 @@ pub const MAX_TEMPLATES_PER_PROFILE: usize = 32;
 const MIN_STRUCTURE_SILHOUETTE: f64 = 0.25;
 /// Distinct example values kept per placeholder or query key.
 const MAX_EXAMPLES: usize = 3;
-/// Headers never given an example value: they carry credentials.
-const CREDENTIAL_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-    "x-api-key",
-    "x-auth-token",
-    "x-csrf-token",
-    "x-xsrf-token",
-    "x-amz-security-token",
-];
-
 /// How many clusters to look for.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum KSpec {
@@ -592,7 +579,7 @@ fn finish_template(
         .headers
         .into_iter()
         .map(|(name, (w, values))| {
-            let example = if CREDENTIAL_HEADERS.contains(&name) {
+            let example = if umbra_core::is_credential_header(name) {
                 None
             } else {
                 top(values).map(|v| faker.scrub(v).into_owned())
