@@ -24,7 +24,9 @@ pub struct RequestRecord {
     pub protocol: Option<String>,
     /// Response status; `None` when the request got no response (HAR status 0).
     pub status: Option<u16>,
-    /// Request body size in bytes, when known.
+    /// Request size in bytes, when known: the body where the source gives it (HAR,
+    /// JSON logs), the whole request where it only has that (nginx `$request_length`
+    /// counts the request line and headers too).
     pub request_bytes: Option<u64>,
     /// Response body size in bytes, when known.
     pub response_bytes: Option<u64>,

@@ -4,16 +4,12 @@
 //! 100,000 lines (about 30 MB), so the timing is not dominated by one line.
 //! `combined_parse` is the parser alone on lines already in memory;
 //! `read_source` adds file reading, line splitting and the report, as `learn`
-//! sees it. `combined_parse_cpu` is the parser again, timed by the thread's
-//! on-CPU time (Linux `/proc/thread-self/schedstat`) instead of the wall
-//! clock, so that other work on a busy machine does not count against it.
-//! Run with `cargo bench -p umbra-learn --bench read`.
+//! sees it. Run with `cargo bench -p umbra-learn --bench read`.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use umbra_learn::read::{Format, line_parser, read_source};
+use umbra_learn::read::{Format, LineParser, line_parser, read_source};
 
 const SHOP: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -35,14 +31,8 @@ fn lines() -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Nanoseconds this thread has spent on a CPU, if the kernel says.
-fn cpu_ns() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    stat.split_whitespace().next()?.parse().ok()
-}
-
 /// Parses every line once, returning something that depends on the result.
-fn parse_all(parser: &mut dyn umbra_learn::read::LineParser, lines: &[Vec<u8>]) -> usize {
+fn parse_all(parser: &mut dyn LineParser, lines: &[Vec<u8>]) -> usize {
     let mut n = 0usize;
     for line in lines {
         if let Ok(Some(r)) = parser.parse(line) {
@@ -62,19 +52,6 @@ fn bench(c: &mut Criterion) {
     group.bench_function("combined_parse", |b| {
         let mut parser = line_parser(&Format::Combined).expect("a line format");
         b.iter(|| parse_all(&mut *parser, &lines));
-    });
-    group.bench_function("combined_parse_cpu", |b| {
-        let mut parser = line_parser(&Format::Combined).expect("a line format");
-        b.iter_custom(|iters| {
-            let (wall, cpu) = (Instant::now(), cpu_ns());
-            for _ in 0..iters {
-                black_box(parse_all(&mut *parser, &lines));
-            }
-            match (cpu, cpu_ns()) {
-                (Some(start), Some(end)) => Duration::from_nanos(end - start),
-                _ => wall.elapsed(),
-            }
-        });
     });
 
     let file = std::env::temp_dir().join(format!("umbra-bench-read-{}.log", std::process::id()));

@@ -7,9 +7,9 @@
 //! line numbers and reasons; they never stop the reading. Whether there were
 //! too many of them is the caller's call, with a [`BadBound`].
 //!
-//! One submodule per format: [`combined`] (also common), [`nginx`] (any
-//! `log_format`), [`jsonl`] and [`har`]; [`time`] parses timestamps and
-//! `field` holds what the line formats share.
+//! One submodule per format: `combined` (also common), `nginx` (any
+//! `log_format`), `jsonl` and `har`; `time` parses timestamps and `field`
+//! holds what the line formats share.
 
 mod combined;
 mod field;
@@ -454,14 +454,12 @@ fn read_lines(
     tally: &mut Tally,
     on_record: &mut dyn FnMut(RequestRecord),
 ) -> Result<(), ReadError> {
-    let mut buf = Vec::with_capacity(4096);
-    while let Some(too_long) = input.next_line(&mut buf)? {
-        tally.line(input.line, too_long, &buf, parser, on_record);
-    }
-    Ok(())
+    input.for_each_line(|number, line, too_long| {
+        tally.line(number, too_long, line, parser, on_record);
+    })
 }
 
-/// Reads a whole HAR document, `head` being what was already read of it.
+/// Reads a whole HAR document, `doc` holding what was already read of it.
 fn read_har(
     input: &mut Input,
     mut doc: Vec<u8>,
@@ -623,11 +621,66 @@ impl Input {
         }
     }
 
+    /// Calls `f(line number, line, too long)` for each line left. Lines that
+    /// lie whole in the reader's buffer are passed from there; only a line
+    /// split between two fills is copied.
+    fn for_each_line(&mut self, mut f: impl FnMut(u64, &[u8], bool)) -> Result<(), ReadError> {
+        let mut partial = Vec::new();
+        let mut too_long = false;
+        loop {
+            let available = match self.reader.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.error(e)),
+            };
+            if available.is_empty() {
+                if !partial.is_empty() || too_long {
+                    self.line += 1;
+                    f(self.line, &partial, too_long);
+                }
+                return Ok(());
+            }
+            let mut start = 0;
+            if !partial.is_empty() || too_long {
+                // Finish the line begun in the previous fill.
+                let end = memchr(b'\n', available).map_or(available.len(), |i| i + 1);
+                append_capped(&mut partial, &available[..end], &mut too_long);
+                if available[end - 1] == b'\n' {
+                    self.line += 1;
+                    f(self.line, &partial, too_long);
+                    partial.clear();
+                    too_long = false;
+                }
+                start = end;
+            }
+            while let Some(i) = memchr(b'\n', &available[start..]) {
+                self.line += 1;
+                f(self.line, &available[start..=start + i], false);
+                start += i + 1;
+            }
+            append_capped(&mut partial, &available[start..], &mut too_long);
+            let used = available.len();
+            self.reader.consume(used);
+        }
+    }
+
     fn read_rest(&mut self, out: &mut Vec<u8>) -> Result<(), ReadError> {
         match self.reader.read_to_end(out) {
             Ok(_) => Ok(()),
             Err(e) => Err(self.error(e)),
         }
+    }
+}
+
+/// Appends to a line being gathered, up to [`MAX_LINE`].
+fn append_capped(line: &mut Vec<u8>, more: &[u8], too_long: &mut bool) {
+    if *too_long {
+        return;
+    }
+    if line.len() + more.len() > MAX_LINE {
+        *too_long = true;
+    } else {
+        line.extend_from_slice(more);
     }
 }
 
@@ -965,6 +1018,23 @@ mod tests {
             line_parser(&Format::Auto),
             Err(ReadError::NotLineFormat { .. })
         ));
+    }
+
+    #[test]
+    fn lines_across_buffer_fills_and_without_final_newline() {
+        // About 1 MB: lines cross the 64 KiB buffer boundaries many times.
+        let mut text = format!("{LINE}\r\n").repeat(4000);
+        text.push_str(LINE);
+        let file = TempFile::new("fills", text.as_bytes());
+        for format in [Format::Combined, Format::Auto] {
+            let (report, records) = read(file.name(), &format).expect("readable");
+            assert_eq!((report.records, report.bad), (4001, 0));
+            assert!(
+                records
+                    .iter()
+                    .all(|r| r.user_agent == records[0].user_agent)
+            );
+        }
     }
 
     #[test]

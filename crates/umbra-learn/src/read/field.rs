@@ -97,14 +97,17 @@ pub fn shown(b: &[u8]) -> String {
     let mut s = String::new();
     for chunk in b.utf8_chunks() {
         for c in chunk.valid().chars() {
-            if c.is_control() {
+            // ASCII control bytes as nginx logs them (`\x16`).
+            if c.is_ascii_control() {
+                s.push_str(&format!("\\x{:02X}", c as u32));
+            } else if c.is_control() {
                 s.extend(c.escape_default());
             } else {
                 s.push(c);
             }
         }
         for &bad in chunk.invalid() {
-            s.push_str(&format!("\\x{bad:02x}"));
+            s.push_str(&format!("\\x{bad:02X}"));
         }
     }
     if s.chars().count() > MAX {
@@ -485,7 +488,7 @@ mod tests {
 
     #[test]
     fn shown_is_short_and_printable() {
-        assert_eq!(shown(b"\x16\x03\xff"), "\\u{16}\\u{3}\\xff");
+        assert_eq!(shown(b"\x16\x03\xff\n"), "\\x16\\x03\\xFF\\x0A");
         assert_eq!(shown(&[b'a'; 100]).chars().count(), 61);
     }
 }
