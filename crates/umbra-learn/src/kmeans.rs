@@ -46,6 +46,8 @@ pub enum KMeansError {
         dims: usize,
         values: usize,
     },
+    #[error("row {row} has {len} values, rows have {dims} dims")]
+    RowLength { row: usize, len: usize, dims: usize },
     #[error("row {row}, column {column}: value {value} is not finite")]
     NonFinite {
         row: usize,
@@ -212,7 +214,9 @@ pub struct KChoice {
 /// The silhouette is undefined for k = 1, so k = 1 is chosen only when nothing else can be: all
 /// sampled rows identical, or a candidate range of just 1. Candidates above the number of
 /// distinct sampled rows are skipped; if that leaves none, k is that number of distinct rows.
-/// The cost is `candidates × sample² × dims`, so keep `sample` to a few thousand.
+/// `sample` is at least 2. Pairwise distances are computed once (`sample² × dims`) and kept
+/// for up to 4096 rows (64 MiB), then each candidate costs a fit plus `sample²` additions; keep
+/// `sample` to a few thousand.
 pub fn choose_k(
     data: &Matrix,
     candidates: RangeInclusive<usize>,

@@ -54,6 +54,21 @@ impl Matrix {
         self.rows += 1;
     }
 
+    /// Appends one row, or says why not: for rows read from files (e.g. centroids in a
+    /// profile set) rather than made by the featuriser.
+    pub fn try_push(&mut self, row: &[f32]) -> Result<(), KMeansError> {
+        if row.len() != self.dims {
+            return Err(KMeansError::RowLength {
+                row: self.rows,
+                len: row.len(),
+                dims: self.dims,
+            });
+        }
+        self.data.extend_from_slice(row);
+        self.rows += 1;
+        Ok(())
+    }
+
     /// Row `i`. Panics if `i >= rows`, like slice indexing.
     #[inline]
     pub fn row(&self, i: usize) -> &[f32] {
@@ -392,6 +407,15 @@ mod tests {
 
         let e = Matrix::read_npy(temp("missing.npy")).expect_err("missing");
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn try_push_refuses_wrong_lengths() {
+        let mut m = Matrix::new(2);
+        assert_eq!(m.try_push(&[1.0, 2.0]), Ok(()));
+        let e = m.try_push(&[1.0]).expect_err("short row");
+        assert_eq!(e.to_string(), "row 1 has 1 values, rows have 2 dims");
+        assert_eq!((m.rows, m.data.len()), (1, 2));
     }
 
     #[test]
