@@ -412,3 +412,41 @@ fn help_reads_like_a_manual() {
         assert!(text(&out.stdout).len() > 200, "{cmd:?}");
     }
 }
+
+#[test]
+fn reads_gzip_stdin_and_custom_nginx_formats_alike() {
+    use std::io::Write;
+    let dir = scratch("inputs");
+    let log = std::fs::read(data("logs/shop-access-1k.log")).expect("log");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&log).expect("gzip");
+    std::fs::write(dir.join("shop.log.gz"), gz.finish().expect("gzip")).expect("write");
+    let out = umbra(&["learn", "shop.log.gz", "-o", "gz.json"], &dir);
+    assert!(text(&out.stderr).contains("combined (detected), 1000 requests, 0 bad lines"), "{}", text(&out.stderr));
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_umbra"))
+        .args(["learn", "-", "-o", "stdin.json"])
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(&log).expect("feed stdin");
+    let out = child.wait_with_output().expect("wait");
+    assert!(text(&out.stderr).contains("-: combined (detected), 1000 requests"), "{}", text(&out.stderr));
+
+    let format = r#"nginx:$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" "$http_x_forwarded_for""#;
+    let out = umbra(&["learn", &data("logs/shop-access-1k.log"), "--format", format, "-o", "nginx.json"], &dir);
+    assert!(text(&out.stderr).contains("1000 requests, 0 bad lines"), "{}", text(&out.stderr));
+    // Same input, same seed: the same profiles whichever way it was read.
+    let ids = |f: &str| -> Vec<String> {
+        load(&dir.join(f))["profiles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids("gz.json"), ids("stdin.json"));
+    assert_eq!(ids("gz.json"), ids("nginx.json"));
+}
