@@ -39,6 +39,7 @@ enum Command {
     #[command(subcommand)]
     Profiles(cmd::profiles::ProfilesCommand),
     GenerateLog(cmd::generate::GenerateArgs),
+    Load(cmd::load::LoadArgs),
     Demo(cmd::demo::DemoArgs),
 }
 
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
         Command::Learn(args) => cmd::learn::run(args),
         Command::Profiles(c) => cmd::profiles::run(c),
         Command::GenerateLog(args) => cmd::generate::run(args),
+        Command::Load(args) => cmd::load::run(args),
         Command::Demo(args) => cmd::demo::run(args),
     };
     match result {

@@ -422,7 +422,11 @@ fn reads_gzip_stdin_and_custom_nginx_formats_alike() {
     gz.write_all(&log).expect("gzip");
     std::fs::write(dir.join("shop.log.gz"), gz.finish().expect("gzip")).expect("write");
     let out = umbra(&["learn", "shop.log.gz", "-o", "gz.json"], &dir);
-    assert!(text(&out.stderr).contains("combined (detected), 1000 requests, 0 bad lines"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("combined (detected), 1000 requests, 0 bad lines"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_umbra"))
         .args(["learn", "-", "-o", "stdin.json"])
@@ -431,13 +435,36 @@ fn reads_gzip_stdin_and_custom_nginx_formats_alike() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    child.stdin.take().expect("stdin").write_all(&log).expect("feed stdin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&log)
+        .expect("feed stdin");
     let out = child.wait_with_output().expect("wait");
-    assert!(text(&out.stderr).contains("-: combined (detected), 1000 requests"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("-: combined (detected), 1000 requests"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let format = r#"nginx:$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" "$http_x_forwarded_for""#;
-    let out = umbra(&["learn", &data("logs/shop-access-1k.log"), "--format", format, "-o", "nginx.json"], &dir);
-    assert!(text(&out.stderr).contains("1000 requests, 0 bad lines"), "{}", text(&out.stderr));
+    let out = umbra(
+        &[
+            "learn",
+            &data("logs/shop-access-1k.log"),
+            "--format",
+            format,
+            "-o",
+            "nginx.json",
+        ],
+        &dir,
+    );
+    assert!(
+        text(&out.stderr).contains("1000 requests, 0 bad lines"),
+        "{}",
+        text(&out.stderr)
+    );
     // Same input, same seed: the same profiles whichever way it was read.
     let ids = |f: &str| -> Vec<String> {
         load(&dir.join(f))["profiles"]
