@@ -7,6 +7,9 @@
 #
 # Usage: bench/learn.sh [LOG]   (default: a generated 1,000,000-line log)
 # Output: a few human lines, then one JSON object with every figure.
+# For lines shaped like a real shop's, repeat the bundled sample a thousand times:
+#   for i in $(seq 1000); do cat ../shared/data/logs/shop-access-1k.log; done > /tmp/shop-1m.log
+#   bench/learn.sh /tmp/shop-1m.log
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=bench/out/learn
@@ -22,9 +25,21 @@ if [[ -z $log ]]; then
 fi
 lines=$(wc -l <"$log")
 
+# The log is read from the page cache, not the disk: we measure parsing, not I/O.
+cat "$log" >/dev/null
+
 # 1. One core: pin the process and give rayon a single thread. Reading and
 # featurising are single-threaded anyway; the pin keeps the other core from helping.
-taskset -c 0 env RAYON_NUM_THREADS=1 $umbra learn "$log" --k 12 -o "$out/p1.json" --json >"$out/one-core.json"
+# Three runs; the median (by read + featurise time) is kept.
+for i in 1 2 3; do
+  taskset -c 0 env RAYON_NUM_THREADS=1 $umbra learn "$log" --k 12 -o "$out/p1.json" --json >"$out/one-core-$i.json"
+done
+python3 - "$out" <<'PY'
+import json, shutil, sys
+out = sys.argv[1]
+runs = sorted(range(1, 4), key=lambda i: sum(json.load(open(f"{out}/one-core-{i}.json"))["seconds"][k] for k in ("read", "featurise")))
+shutil.copy(f"{out}/one-core-{runs[1]}.json", f"{out}/one-core.json")
+PY
 # 2. All cores: the clustering figure, and the features for sklearn.
 $umbra learn "$log" --k 12 -o "$out/p2.json" --json --features-out "$out/features.npy" >"$out/all-cores.json"
 
