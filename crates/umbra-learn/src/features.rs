@@ -308,6 +308,9 @@ pub struct Encoder {
     space: FeatureSpace,
     /// Per categorical group (in [`GROUPS`] order): dimension of each value, and of `(other)`.
     groups: Vec<(Lookup, Option<usize>)>,
+    /// Per group: the one value seen in training when the group got no dimension
+    /// (every request had it); `None` when the group has dimensions or is unknown.
+    single: Vec<Option<String>>,
     /// Dimension of each header name.
     headers: AHashMap<String, usize>,
     /// Dimension index of each numeric feature present in the space.
@@ -336,6 +339,10 @@ impl Encoder {
                 }
             }
         }
+        let groups_dims: Vec<bool> = groups
+            .iter()
+            .map(|(v, o)| !v.is_empty() || o.is_some())
+            .collect();
         let groups = groups
             .into_iter()
             .map(|(values, other)| {
@@ -347,9 +354,18 @@ impl Encoder {
                 (lookup, other)
             })
             .collect();
+        let single = GROUPS
+            .iter()
+            .enumerate()
+            .map(|(g, name)| match space.vocab.get(*name) {
+                Some(values) if values.len() == 1 && !groups_dims[g] => values.first().cloned(),
+                _ => None,
+            })
+            .collect();
         Encoder {
             space,
             groups,
+            single,
             headers,
             numeric,
             ua_cache: AHashMap::new(),
@@ -375,6 +391,27 @@ impl Encoder {
             self.ua_cache.insert(key.to_string(), c);
         }
         c
+    }
+
+    /// The squared distance a request's categories would add if the space had a
+    /// dimension for each value it has never seen. An unseen category encodes as
+    /// all zeros in its group, which would put a request for a brand-new endpoint
+    /// closer to a centroid than a request for a known one; novelty detection adds
+    /// this back.
+    pub fn unseen_penalty(&self, raw: &RawFeatures<'_>) -> f32 {
+        let mut penalty = 0.0;
+        for (g, value) in raw.categories().iter().enumerate() {
+            let (values, other) = &self.groups[g];
+            let seen = values.get(value).or(*other).is_some()
+                || self.single[g].as_deref() == Some(*value)
+                // A group the space knows nothing about (no dimension, no value): no
+                // evidence either way.
+                || (self.single[g].is_none() && !self.space.vocab.contains_key(GROUPS[g]));
+            if !seen {
+                penalty += GROUP_WEIGHT[g] as f32;
+            }
+        }
+        penalty
     }
 
     /// Writes the scaled vector of `raw` into `out` (length [`Encoder::dims`]).
@@ -438,8 +475,10 @@ pub fn fit_space(raws: &[RawFeatures<'_>]) -> FeatureSpace {
         if kept.len() < distinct && cap.is_some() {
             kept.push("(other)".to_string());
         }
-        // One value only carries no information.
+        // One value only carries no information: no dimension, but the value is
+        // remembered so that novelty detection knows it is not new.
         if kept.len() <= 1 {
+            vocab.insert(group.to_string(), kept);
             return;
         }
         for v in &kept {

@@ -196,6 +196,21 @@ pub(crate) fn encode_all(
     m
 }
 
+/// Per record: the squared distance its never-seen categories add (see
+/// [`Encoder::unseen_penalty`]).
+pub(crate) fn unseen_penalties(
+    records: &[RequestRecord],
+    prepared: &Prepared,
+    encoder: &Encoder,
+) -> Vec<f32> {
+    let mut maker = RawMaker::new(prepared);
+    records
+        .iter()
+        .zip(&prepared.templates)
+        .map(|(r, &t)| encoder.unseen_penalty(&maker.raw(r, t)))
+        .collect()
+}
+
 /// Decay weight of each record relative to the newest timestamp.
 pub(crate) fn decay_weights(
     records: &[RequestRecord],

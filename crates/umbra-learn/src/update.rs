@@ -6,8 +6,9 @@
 //! request. So with a half-life of 6 h, a set learned six hours before new
 //! traffic keeps half its weight.
 //!
-//! New records go to their nearest profile when they are close enough to it
-//! (within `novelty` times its spread); the rest are new behaviour and are
+//! New records go to their nearest profile when their path template is known to
+//! the set and they are close enough to it (within `novelty` times its spread,
+//! counting never-seen categories as distance); the rest are new behaviour and are
 //! clustered into new profiles when there is enough of it. Matched profiles move
 //! their centroid (a weighted mean, as mini-batch k-means with decay does) and
 //! merge their template statistics; a profile whose share decays below the
@@ -23,14 +24,16 @@ use crate::features::Encoder;
 use crate::kmeans::{self, KMeansConfig, Matrix};
 use crate::profiles::{
     LearnError, MAX_TEMPLATES_PER_PROFILE, assign_ids, build_profile, decay_weights, encode_all,
-    now_rfc3339, prepare, profile_name,
+    now_rfc3339, prepare, profile_name, unseen_penalties,
 };
 
 /// Default half-life when neither the command line nor the set gives one: 6 hours.
 pub const DEFAULT_HALF_LIFE_SECS: f64 = 6.0 * 3600.0;
 
-/// New behaviour splits into several profiles only with at least this silhouette.
-const MIN_SPLIT_SILHOUETTE: f64 = 0.5;
+/// New behaviour splits into several profiles only with at least this silhouette:
+/// distinct behaviours score 0.75 and more, while one behaviour cut along a size or
+/// latency spread can score 0.5.
+const MIN_SPLIT_SILHOUETTE: f64 = 0.7;
 
 #[derive(Debug, Clone)]
 pub struct UpdateOptions {
@@ -101,7 +104,9 @@ pub fn update(
     };
     let weights = decay_weights(records, as_of, Some(half_life));
 
-    let prepared = prepare(records, set_templater(set));
+    let known = set_templater(set);
+    let known_templates = known.len() as u32;
+    let prepared = prepare(records, known);
     let encoder = Encoder::new(set.features.clone());
     let features = encode_all(records, &prepared, &encoder);
     let mut centroids = Matrix::with_capacity(set.profiles.len(), encoder.dims());
@@ -112,10 +117,16 @@ pub fn update(
 
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); set.profiles.len()];
     let mut novel: Vec<usize> = Vec::new();
+    let penalties = unseen_penalties(records, &prepared, &encoder);
     for i in 0..records.len() {
+        // New behaviour: a path template the set has never seen (a new endpoint),
+        // or a request too far from its nearest profile, counting categories the
+        // set has never seen as distance.
         let p = &set.profiles[nearest[i] as usize];
         let radius = opts.novelty * p.spread.max(opts.min_spread);
-        if (sq[i] as f64) <= radius * radius {
+        let new_template = prepared.templates[i] >= known_templates;
+        let distance = sq[i] as f64 + penalties[i] as f64;
+        if !new_template && distance <= radius * radius {
             members[nearest[i] as usize].push(i);
         } else {
             novel.push(i);

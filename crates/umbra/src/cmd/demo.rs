@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use umbra_core::RequestRecord;
+use umbra_core::{RequestRecord, SourceSummary};
 use umbra_learn::profiles::{self, LearnOptions};
 use umbra_learn::read::{self, Format};
 use umbra_learn::synth::SynthLog;
@@ -47,7 +47,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         report.format.describe(),
         report.bad
     );
-    let learned = profiles::learn(&records, Vec::new(), &LearnOptions::default())?;
+    let learned = profiles::learn(&records, vec![summary(&report)], &LearnOptions::default())?;
     println!("k: {}", learned.set.clustering.reason);
     print!("{}", render_table(&learned.set));
 
@@ -62,14 +62,19 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let shifted = dir.join("shifted.log");
     std::fs::write(&shifted, text)?;
     let mut new_records: Vec<RequestRecord> = Vec::new();
-    read::read_source(&shifted.to_string_lossy(), &Format::Auto, &mut |r| {
+    let shifted_report = read::read_source(&shifted.to_string_lossy(), &Format::Auto, &mut |r| {
         new_records.push(r)
     })?;
     let opts = UpdateOptions {
         half_life_secs: Some(6.0 * 3600.0),
         ..UpdateOptions::default()
     };
-    let (updated, rep) = update::update(&learned.set, &new_records, Vec::new(), &opts)?;
+    let (updated, rep) = update::update(
+        &learned.set,
+        &new_records,
+        vec![summary(&shifted_report)],
+        &opts,
+    )?;
     println!(
         "half-life 6h: the old traffic now weighs {:.2}; {} new requests, {} new profiles",
         rep.decay,
@@ -83,4 +88,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("\nprofile set written to {}", out.display());
     println!("try: umbra profiles show {}", out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+fn summary(report: &read::SourceReport) -> SourceSummary {
+    SourceSummary {
+        name: report.name.clone(),
+        format: report.format.describe(),
+        records: report.records,
+        bad: report.bad,
+        first_ms: report.first_ms,
+        last_ms: report.last_ms,
+    }
 }
