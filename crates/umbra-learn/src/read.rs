@@ -161,6 +161,18 @@ pub struct SourceReport {
 impl SourceReport {
     /// How many bad lines are kept with their reasons.
     pub const KEPT_BAD: usize = 5;
+
+    /// What a profile set records about this input.
+    pub fn summary(&self) -> umbra_core::SourceSummary {
+        umbra_core::SourceSummary {
+            name: self.name.clone(),
+            format: self.format.describe(),
+            records: self.records,
+            bad: self.bad,
+            first_ms: self.first_ms,
+            last_ms: self.last_ms,
+        }
+    }
 }
 
 /// Why a source could not be read at all.

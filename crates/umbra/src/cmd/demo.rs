@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use umbra_core::{RequestRecord, SourceSummary};
+use umbra_core::RequestRecord;
 use umbra_learn::profiles::{self, LearnOptions};
 use umbra_learn::read::{self, Format};
 use umbra_learn::synth::SynthLog;
@@ -47,7 +47,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         report.format.describe(),
         report.bad
     );
-    let learned = profiles::learn(&records, vec![summary(&report)], &LearnOptions::default())?;
+    let learned = profiles::learn(&records, vec![report.summary()], &LearnOptions::default())?;
     println!("k: {}", learned.set.clustering.reason);
     print!("{}", render_table(&learned.set));
 
@@ -72,7 +72,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let (updated, rep) = update::update(
         &learned.set,
         &new_records,
-        vec![summary(&shifted_report)],
+        vec![shifted_report.summary()],
         &opts,
     )?;
     println!(
@@ -88,15 +88,4 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("\nprofile set written to {}", out.display());
     println!("try: umbra profiles show {}", out.display());
     Ok(ExitCode::SUCCESS)
-}
-
-fn summary(report: &read::SourceReport) -> SourceSummary {
-    SourceSummary {
-        name: report.name.clone(),
-        format: report.format.describe(),
-        records: report.records,
-        bad: report.bad,
-        first_ms: report.first_ms,
-        last_ms: report.last_ms,
-    }
 }

@@ -298,14 +298,7 @@ fn read_all(
                 report.format.describe()
             );
         }
-        sources.push(SourceSummary {
-            name: report.name.clone(),
-            format: report.format.describe(),
-            records: report.records,
-            bad: report.bad,
-            first_ms: report.first_ms,
-            last_ms: report.last_ms,
-        });
+        sources.push(report.summary());
     }
     Ok((records, sources))
 }
