@@ -11,6 +11,7 @@
 pub mod client;
 pub mod error;
 pub mod exec;
+pub mod html;
 pub mod merge;
 pub mod plan;
 pub mod record;
