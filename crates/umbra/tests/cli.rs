@@ -3,30 +3,13 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
+
+mod support;
+use support::{scratch, text, umbra};
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data");
-
-fn umbra(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_umbra"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run umbra")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// A fresh scratch directory per test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("umbra-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
 
 fn data(rel: &str) -> String {
     format!("{DATA}/{rel}")

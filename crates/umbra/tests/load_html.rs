@@ -6,85 +6,20 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::fs::File;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PROFILES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../umbra-load/tests/data/profiles.json"
 );
-const NGINX: &str = "/usr/sbin/nginx";
+mod support;
+use support::{Nginx, scratch};
+
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// A profile name as hostile as a learned one can be: it must show as text.
 const HOSTILE: &str = "GET /<img id=injected src=x onerror=alert(1)> & \"q\"";
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("umbra-load-html-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// nginx answering 200 "ok" everywhere, stopped when dropped.
-struct Nginx {
-    child: Child,
-    url: String,
-}
-
-impl Nginx {
-    fn start(dir: &Path) -> Nginx {
-        assert!(
-            Path::new(NGINX).exists(),
-            "{NGINX} is missing: scripts/test installs nginx-light"
-        );
-        let port = free_port();
-        let d = dir.display();
-        let conf = format!(
-            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n\
-             fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n\
-             server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\"; }} }}\n}}\n"
-        );
-        let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new(NGINX)
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-p")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nginx did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Nginx {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Runs headless Chromium with `extra` arguments on `page`, stdout to `out`, killed
 /// after 60 s. Returns its stderr for failure messages.
