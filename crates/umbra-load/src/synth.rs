@@ -163,9 +163,20 @@ impl Synth {
         }
     }
 
-    /// Draws the profile of the next request by the mix.
-    pub fn pick_profile(&self, rng: &mut SmallRng) -> usize {
-        pick(&self.mix_cum, rng)
+    /// The profile of arrival `k`. Not a random draw: arrival k takes the point
+    /// `frac(offset + k / φ)` of the cumulative mix, a low-discrepancy sequence, so
+    /// any run of arrivals (and every shard's every-n-th arrival) holds each profile
+    /// in its share to within a few requests, where random draws would be off by
+    /// the square root of the count. The seed shifts the sequence.
+    pub fn profile_of(&self, seed: u64, k: u64) -> usize {
+        const INV_PHI: f64 = 0.618_033_988_749_894_8;
+        let offset = (seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11) as f64 / (1u64 << 53) as f64;
+        // k·(1/φ) mod 1 computed without losing precision for large k.
+        let step = ((k % (1 << 40)) as f64 * INV_PHI).fract();
+        let u = (offset + step).fract();
+        self.mix_cum
+            .partition_point(|c| *c <= u)
+            .min(self.mix_cum.len().saturating_sub(1))
     }
 
     /// Builds a request of profile `p`.
@@ -514,27 +525,45 @@ mod tests {
         let s = Synth::new(&set, &[0.3, 0.7], "");
         let a = {
             let mut r = arrival_rng(9, 42);
-            let p = s.pick_profile(&mut r);
-            s.build(p, &mut r)
+            s.build(s.profile_of(9, 42), &mut r)
         };
         let b = {
             let mut r = arrival_rng(9, 42);
-            let p = s.pick_profile(&mut r);
-            s.build(p, &mut r)
+            s.build(s.profile_of(9, 42), &mut r)
         };
         assert_eq!(a.path, b.path);
         assert_eq!(a.headers, b.headers);
     }
 
     #[test]
-    fn mix_is_followed() {
+    fn mix_is_followed_closely_in_any_run_and_shard() {
         let set = set();
-        let s = Synth::new(&set, &[0.2, 0.8], "");
-        let n = 20_000;
-        let ones = (0..n)
-            .filter(|k| s.pick_profile(&mut arrival_rng(3, *k)) == 1)
+        let s = Synth::new(&set, &[0.05, 0.95], "");
+        // Any window of arrivals, from a thousand to a million, any seed.
+        for (seed, start, n) in [
+            (3u64, 0u64, 1_000u64),
+            (7, 123_456, 10_000),
+            (1, 5, 1_000_000),
+        ] {
+            let rare = (start..start + n)
+                .filter(|k| s.profile_of(seed, *k) == 0)
+                .count();
+            let expected = 0.05 * n as f64;
+            assert!(
+                (rare as f64 - expected).abs() <= 3.0,
+                "seed {seed}: {rare} vs {expected}"
+            );
+        }
+        // Every 4th arrival (one shard of four) follows the mix too.
+        let n = 40_000u64;
+        let rare = (0..n)
+            .filter(|k| k % 4 == 1 && s.profile_of(2, *k) == 0)
             .count();
-        assert!((ones as f64 / n as f64 - 0.8).abs() < 0.01, "{ones}");
+        let expected = 0.05 * (n / 4) as f64;
+        assert!(
+            (rare as f64 - expected).abs() <= 0.01 * expected + 3.0,
+            "{rare} vs {expected}"
+        );
     }
 
     #[test]

@@ -49,7 +49,7 @@ async fn worker(ctx: Arc<Ctx>, next: Arc<AtomicU64>, end: Option<Instant>, reque
             break;
         }
         let mut rng = arrival_rng(ctx.seed, k);
-        let profile = ctx.synth.pick_profile(&mut rng);
+        let profile = ctx.synth.profile_of(ctx.seed, k);
         let req = ctx.synth.build(profile, &mut rng);
         let sent = req.wire_bytes;
         let since = Instant::now();

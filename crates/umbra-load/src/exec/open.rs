@@ -88,8 +88,8 @@ fn schedule_loop(
             }
             std::thread::sleep((release - now).min(MAX_NAP));
         }
-        let mut rng = arrival_rng(ctx.seed, k);
-        let profile = ctx.synth.pick_profile(&mut rng);
+        let rng = arrival_rng(ctx.seed, k);
+        let profile = ctx.synth.profile_of(ctx.seed, k);
         match permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 let ctx = ctx.clone();
