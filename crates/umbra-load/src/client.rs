@@ -390,17 +390,7 @@ fn classify(e: &hyper::Error) -> ErrorKind {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = src {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind as K;
-            return match io.kind() {
-                K::ConnectionRefused | K::NotFound | K::AddrNotAvailable => ErrorKind::Connect,
-                K::TimedOut => ErrorKind::Timeout,
-                K::ConnectionReset
-                | K::ConnectionAborted
-                | K::BrokenPipe
-                | K::UnexpectedEof
-                | K::NotConnected => ErrorKind::Reset,
-                _ => ErrorKind::Other,
-            };
+            return h1::io_kind(io);
         }
         src = s.source();
     }
