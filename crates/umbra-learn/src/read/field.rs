@@ -389,6 +389,19 @@ pub fn protocol(p: &str) -> Option<String> {
     })
 }
 
+/// What a JSON value is, for error messages: "`log.entries` is an object, not an array".
+pub(super) fn json_kind(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@
 use serde_json::Value;
 use umbra_core::RequestRecord;
 
-use super::field::{self, split_target};
+use super::field::{self, json_kind, split_target};
 use super::time;
 
 /// The records of a HAR document, or why it is not one. Each entry gives
@@ -35,7 +35,7 @@ pub(crate) fn entries(doc: &[u8]) -> Result<Vec<Result<RequestRecord, String>>, 
     let Value::Object(top) = value else {
         return Err(shape(format!(
             "the document is {}, not an object with a `log`",
-            kind(&value)
+            json_kind(&value)
         )));
     };
     let log = top
@@ -46,8 +46,8 @@ pub(crate) fn entries(doc: &[u8]) -> Result<Vec<Result<RequestRecord, String>>, 
         .ok_or_else(|| shape("`log` has no `entries`".into()))?;
     let Value::Array(entries) = entries else {
         return Err(shape(format!(
-            "`log.entries` is {}, not a list",
-            kind(entries)
+            "`log.entries` is {}, not an array",
+            json_kind(entries)
         )));
     };
     Ok(entries.iter().map(entry).collect())
@@ -70,17 +70,6 @@ fn json_message(e: &serde_json::Error) -> String {
     match s.rfind(" at line ") {
         Some(i) => s[..i].to_string(),
         None => s,
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -260,10 +249,10 @@ mod tests {
             Err(HarError::Shape(s)) => s,
             other => panic!("{other:?}"),
         };
-        assert!(shape("[]").contains("a list, not an object"));
+        assert!(shape("[]").contains("an array, not an object"));
         assert!(shape("{}").contains("no `log`"));
         assert!(shape(r#"{"log":{}}"#).contains("no `entries`"));
-        assert!(shape(r#"{"log":{"entries":{}}}"#).contains("not a list"));
+        assert!(shape(r#"{"log":{"entries":{}}}"#).contains("not an array"));
         assert!(entries(b"\xEF\xBB\xBF{\"log\":{\"entries\":[]}}").is_ok_and(|e| e.is_empty()));
     }
 }

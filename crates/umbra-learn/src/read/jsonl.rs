@@ -30,7 +30,7 @@ use serde_json::{Map, Value};
 use umbra_core::RequestRecord;
 
 use super::LineParser;
-use super::field::{self, content, shown, split_request_line, split_target};
+use super::field::{self, content, json_kind, shown, split_request_line, split_target};
 use super::time::{self, Unit};
 
 /// Which JSON keys give which record fields.
@@ -347,18 +347,7 @@ fn string_field(found: Option<(&Candidate, &Value)>) -> Result<Option<String>, S
         None => Ok(None),
         Some((c, v)) => as_text(v)
             .map(Some)
-            .ok_or_else(|| format!("`{}` is {}, not a string", c.key, kind(v))),
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+            .ok_or_else(|| format!("`{}` is {}, not a string", c.key, json_kind(v))),
     }
 }
 
@@ -475,7 +464,7 @@ fn headers_field(
             return Err(format!(
                 "`{}` is {}, not an object or a list of headers",
                 c.key,
-                kind(v)
+                json_kind(v)
             ));
         }
     }
@@ -492,7 +481,10 @@ impl LineParser for JsonParser {
         let value: Value =
             serde_json::from_str(&text).map_err(|e| format!("not valid JSON ({e})"))?;
         let Value::Object(obj) = value else {
-            return Err(format!("{} where a JSON object was expected", kind(&value)));
+            return Err(format!(
+                "{} where a JSON object was expected",
+                json_kind(&value)
+            ));
         };
         self.record(&obj).map(Some)
     }
@@ -508,7 +500,7 @@ impl JsonParser {
             .find(obj, Field::Path)
             .ok_or_else(|| format!("no path: none of {} is present", self.tried(Field::Path)))?;
         let target = as_text(target)
-            .ok_or_else(|| format!("`{}` is {}, not a path", c.key, kind(target)))?;
+            .ok_or_else(|| format!("`{}` is {}, not a path", c.key, json_kind(target)))?;
         let mut target = target.as_bytes();
         let mut line_method = None;
         let mut line_protocol = None;
