@@ -5,3 +5,4 @@ pub mod generate;
 pub mod learn;
 pub mod load;
 pub mod profiles;
+pub mod proxy;

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
 mod cmd;
 mod duration;
 
@@ -41,6 +42,8 @@ enum Command {
     GenerateLog(cmd::generate::GenerateArgs),
     Load(cmd::load::LoadArgs),
     Demo(cmd::demo::DemoArgs),
+    Proxy(cmd::proxy::ProxyArgs),
+    Check(cmd::proxy::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +54,8 @@ fn main() -> ExitCode {
         Command::GenerateLog(args) => cmd::generate::run(args),
         Command::Load(args) => cmd::load::run(args),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Proxy(args) => cmd::proxy::run(args),
+        Command::Check(args) => cmd::proxy::check(args),
     };
     match result {
         Ok(code) => code,

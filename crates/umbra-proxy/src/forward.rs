@@ -1,0 +1,516 @@
+//! The live path: one client request to one production server and back.
+//!
+//! Everything here either forwards bytes or does O(1) bookkeeping: the mirror
+//! decision (a counter or a hash), a draft copy (reference-counted clones), a
+//! server pick (a few atomics), and one `try_send` of the finished exchange.
+//! Nothing here awaits anything but production.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+
+use crate::Shared;
+use crate::body::{BodyTimeout, LiveFinish, RequestBody, ResponseBody};
+use crate::config::{Forwarded, HostPolicy, UpstreamUrl};
+use crate::mirror::Decision;
+use crate::record::{Exchange, RequestInfo, Role};
+use crate::shadow::{CopyDraft, SHADOW_HEADER};
+
+pub type HttpClient<B = http_body_util::Full<Bytes>> =
+    Client<hyper_rustls::HttpsConnector<HttpConnector>, B>;
+
+/// Who is on the other end of a client connection.
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let started = Instant::now();
+    let received = SystemTime::now();
+    let g = shared.generation.load_full();
+    let (mut parts, body) = request.into_parts();
+
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let get = |name: HeaderName| parts.headers.get(name).cloned();
+    let info = Arc::new(RequestInfo {
+        received,
+        client: Some(conn.peer.ip()),
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        version: parts.version,
+        host: host.clone(),
+        user_agent: get(header::USER_AGENT),
+        referer: get(header::REFERER),
+        content_type: get(header::CONTENT_TYPE),
+        header_mask: shared.recorder.header_mask(&parts.headers),
+        captured: g
+            .log_captured
+            .iter()
+            .map(|h| parts.headers.get(h).cloned())
+            .collect(),
+    });
+
+    // Mirroring: decide, and draft the copy before production sees the request.
+    // A request that is itself a copy (a shadow pointed back at us) is never copied again.
+    let mut twin = 0;
+    let mut draft = None;
+    if g.mirror.copies_anything() && !parts.headers.contains_key(SHADOW_HEADER) {
+        match g.mirror.decide(&parts.method, &parts.uri, &parts.headers) {
+            Decision::Skip => {}
+            Decision::RateLimited => {
+                shared.mirror_counters.sampled.fetch_add(1, Relaxed);
+                shared.mirror_counters.rate_limited.fetch_add(1, Relaxed);
+            }
+            Decision::Copy(targets) => {
+                shared.mirror_counters.sampled.fetch_add(1, Relaxed);
+                twin = shared.recorder.twin_id();
+                draft = Some(CopyDraft {
+                    method: parts.method.clone(),
+                    uri: parts.uri.clone(),
+                    version: parts.version,
+                    headers: parts.headers.clone(),
+                    twin,
+                    request: info.clone(),
+                    targets: targets
+                        .iter()
+                        .filter_map(|&i| g.shadows.get(i).cloned())
+                        .collect(),
+                    counters: shared.mirror_counters.clone(),
+                });
+            }
+        }
+    }
+    let tee = match draft {
+        Some(d) if body.is_end_stream() => {
+            d.send(Vec::new());
+            None
+        }
+        Some(d) => Some((d, g.mirror.max_body)),
+        None => None,
+    };
+
+    strip_hop_by_hop(&mut parts.headers);
+    add_forwarded(
+        &mut parts.headers,
+        g.config.listen.forwarded,
+        &conn,
+        host.as_ref(),
+    );
+    if let Some(v) = &host
+        && !parts.headers.contains_key(header::HOST)
+    {
+        parts.headers.insert(header::HOST, v.clone());
+    }
+    let retry_head = (body.is_end_stream() && g.pool.endpoints.len() > 1).then(|| {
+        (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+        )
+    });
+    let tally = Arc::new(AtomicU64::new(0));
+    let mut body = Some(RequestBody::new(
+        body,
+        g.config.listen.body_timeout,
+        tally.clone(),
+        tee,
+    ));
+    let original_uri = parts.uri.clone();
+    parts.version = Version::HTTP_11;
+
+    let mut lease = g.pool.pick(None);
+    let mut head = Some(parts);
+    let mut attempt = 0;
+    loop {
+        let endpoint = lease.endpoint.clone();
+        let (head_now, request_body) = match (head.take(), body.take()) {
+            (Some(h), Some(b)) => (h, b),
+            // A retry: only requests without a body get one, and theirs is empty.
+            _ => match &retry_head {
+                Some(r) => (
+                    rebuild_head(r),
+                    RequestBody::empty(g.config.listen.body_timeout, tally.clone()),
+                ),
+                None => {
+                    let why = "a retry lost its request head".to_string();
+                    return Ok(local(
+                        &shared,
+                        info,
+                        twin,
+                        started,
+                        &endpoint.name,
+                        StatusCode::BAD_GATEWAY,
+                        why,
+                    ));
+                }
+            },
+        };
+        let mut request = Request::from_parts(head_now, request_body);
+        match upstream_uri(&endpoint.url, &original_uri) {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(e) => {
+                return Ok(local(
+                    &shared,
+                    info,
+                    twin,
+                    started,
+                    &endpoint.name,
+                    StatusCode::BAD_REQUEST,
+                    e,
+                ));
+            }
+        }
+        apply_host(
+            request.headers_mut(),
+            &g.config.production.host,
+            &endpoint.url,
+        );
+        let sent = Instant::now();
+        let result =
+            tokio::time::timeout(g.config.production.timeout, g.client.request(request)).await;
+        match result {
+            Ok(Ok(response)) => {
+                let head_time = sent.elapsed();
+                lease.observe(head_time);
+                let status = response.status();
+                g.pool
+                    .outcome(&endpoint, matches!(status.as_u16(), 502..=504));
+                let (mut rparts, rbody) = response.into_parts();
+                strip_hop_by_hop(&mut rparts.headers);
+                let exchange = Exchange {
+                    role: Role::Production,
+                    upstream: endpoint.name.clone(),
+                    request: info,
+                    request_bytes: 0,
+                    status: status.as_u16(),
+                    response_bytes: 0,
+                    duration: Default::default(),
+                    upstream_time: Some(head_time),
+                    error: None,
+                    twin,
+                };
+                let finish = LiveFinish {
+                    exchange,
+                    recorder: shared.recorder.clone(),
+                    started,
+                    request_tally: tally,
+                    lease: Some(lease),
+                };
+                return Ok(Response::from_parts(
+                    rparts,
+                    ResponseBody::upstream(rbody, finish),
+                ));
+            }
+            Ok(Err(e)) => {
+                let slow_client = chain_has::<BodyTimeout>(&e);
+                if !slow_client {
+                    g.pool.outcome(&endpoint, true);
+                }
+                // A connection that was never made is safe to try elsewhere when the
+                // request has no body (the body is gone with the failed attempt).
+                if e.is_connect() && attempt == 0 && retry_head.is_some() {
+                    attempt += 1;
+                    lease = g.pool.pick(Some(&endpoint));
+                    continue;
+                }
+                let (status, why) = if slow_client {
+                    (
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the client sent its body too slowly".to_string(),
+                    )
+                } else if e.is_connect() {
+                    (
+                        StatusCode::BAD_GATEWAY,
+                        format!(
+                            "production upstream {} is unreachable: {}",
+                            endpoint.name,
+                            root_cause(&e)
+                        ),
+                    )
+                } else {
+                    (
+                        StatusCode::BAD_GATEWAY,
+                        format!(
+                            "production upstream {} failed: {}",
+                            endpoint.name,
+                            root_cause(&e)
+                        ),
+                    )
+                };
+                drop(lease);
+                return Ok(local(
+                    &shared,
+                    info,
+                    twin,
+                    started,
+                    &endpoint.name,
+                    status,
+                    why,
+                ));
+            }
+            Err(_) => {
+                g.pool.outcome(&endpoint, true);
+                drop(lease);
+                let why = format!(
+                    "production upstream {} sent no response within {:?}",
+                    endpoint.name, g.config.production.timeout
+                );
+                return Ok(local(
+                    &shared,
+                    info,
+                    twin,
+                    started,
+                    &endpoint.name,
+                    StatusCode::GATEWAY_TIMEOUT,
+                    why,
+                ));
+            }
+        }
+    }
+}
+
+/// A response made here (an upstream failure), recorded like any other.
+#[allow(clippy::too_many_arguments)]
+fn local(
+    shared: &Shared,
+    request: Arc<RequestInfo>,
+    twin: u64,
+    started: Instant,
+    upstream: &Arc<str>,
+    status: StatusCode,
+    why: String,
+) -> Response<ResponseBody> {
+    let text = format!("umbra: {why}\n");
+    shared.recorder.record(Exchange {
+        role: Role::Production,
+        upstream: upstream.clone(),
+        request,
+        request_bytes: 0,
+        status: status.as_u16(),
+        response_bytes: text.len() as u64,
+        duration: started.elapsed(),
+        upstream_time: None,
+        error: Some(match status {
+            StatusCode::GATEWAY_TIMEOUT => "upstream timeout",
+            StatusCode::REQUEST_TIMEOUT => "client body timeout",
+            _ => "upstream unavailable",
+        }),
+        twin,
+    });
+    let mut response = Response::new(ResponseBody::text(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if status == StatusCode::REQUEST_TIMEOUT {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+type RetryHead = (http::Method, Uri, HeaderMap);
+
+fn rebuild_head((method, uri, headers): &RetryHead) -> http::request::Parts {
+    let mut head = Request::new(()).into_parts().0;
+    head.method = method.clone();
+    head.uri = uri.clone();
+    head.version = Version::HTTP_11;
+    head.headers = headers.clone();
+    head
+}
+
+fn chain_has<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<E>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// The innermost cause, which is the part a person can act on ("Connection refused").
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// The request's path and query on an upstream's scheme and authority.
+pub fn upstream_uri(base: &UpstreamUrl, uri: &Uri) -> Result<Uri, String> {
+    let mut parts = base.0.clone().into_parts();
+    parts.path_and_query = Some(
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    Uri::from_parts(parts).map_err(|e| format!("cannot address {uri} on {base}: {e}"))
+}
+
+fn apply_host(headers: &mut HeaderMap, policy: &HostPolicy, url: &UpstreamUrl) {
+    match policy {
+        HostPolicy::Original => {}
+        HostPolicy::Upstream => {
+            if let Ok(v) = HeaderValue::from_str(url.authority()) {
+                headers.insert(header::HOST, v);
+            }
+        }
+        HostPolicy::Fixed(h) => {
+            if let Ok(v) = HeaderValue::from_str(h) {
+                headers.insert(header::HOST, v);
+            }
+        }
+    }
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 section 7.6.1).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Names the Connection header lists are hop-by-hop too.
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+fn add_forwarded(
+    headers: &mut HeaderMap,
+    how: Forwarded,
+    conn: &ConnInfo,
+    host: Option<&HeaderValue>,
+) {
+    let ip = conn.peer.ip();
+    let proto = if conn.tls { "https" } else { "http" };
+    if matches!(how, Forwarded::XForwardedFor | Forwarded::Both) {
+        let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, {ip}"),
+            None => ip.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert("x-forwarded-for", v);
+        }
+        if !headers.contains_key("x-forwarded-proto") {
+            headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+        }
+    }
+    if matches!(how, Forwarded::Forwarded | Forwarded::Both) {
+        // RFC 7239: IPv6 nodes are quoted and bracketed.
+        let node = if ip.is_ipv6() {
+            format!("\"[{ip}]\"")
+        } else {
+            ip.to_string()
+        };
+        let mut element = format!("for={node};proto={proto}");
+        if let Some(h) = host.and_then(|h| h.to_str().ok()) {
+            element.push_str(&format!(";host=\"{}\"", h.replace('"', "")));
+        }
+        let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, {element}"),
+            None => element,
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(header::FORWARDED, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            "keep-alive, x-secret-hop".parse().expect("value"),
+        );
+        h.insert("keep-alive", "timeout=5".parse().expect("value"));
+        h.insert("x-secret-hop", "1".parse().expect("value"));
+        h.insert("transfer-encoding", "chunked".parse().expect("value"));
+        h.insert("x-kept", "1".parse().expect("value"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarded_headers_append_to_what_came_in() {
+        let conn = ConnInfo {
+            peer: "[2001:db8::1]:5000".parse().expect("addr"),
+            tls: true,
+        };
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.7".parse().expect("value"));
+        add_forwarded(
+            &mut h,
+            Forwarded::Both,
+            &conn,
+            Some(&HeaderValue::from_static("shop.example")),
+        );
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7, 2001:db8::1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(
+            h["forwarded"],
+            "for=\"[2001:db8::1]\";proto=https;host=\"shop.example\""
+        );
+    }
+
+    #[test]
+    fn upstream_uris_keep_path_and_query() {
+        let base: UpstreamUrl = "http://127.0.0.1:9000".parse().expect("url");
+        let uri: Uri = "/a/b?x=1".parse().expect("uri");
+        assert_eq!(
+            upstream_uri(&base, &uri).expect("uri").to_string(),
+            "http://127.0.0.1:9000/a/b?x=1"
+        );
+        let h2: Uri = "https://shop.example/c".parse().expect("uri");
+        assert_eq!(
+            upstream_uri(&base, &h2).expect("uri").to_string(),
+            "http://127.0.0.1:9000/c"
+        );
+    }
+}

@@ -1,0 +1,738 @@
+//! Umbra's shadowing reverse proxy.
+//!
+//! Live requests go to a production pool (weighted power of two choices over
+//! peak-EWMA, health checks, ejection) and back as fast as production answers.
+//! A configurable share is copied, masked, and sent to one or more shadows
+//! through bounded queues on a separate runtime, so nothing a shadow does can
+//! reach a live request. Every exchange, live and shadow, is classified to its
+//! nearest profile off the hot path and measured per (role, upstream, profile).
+//!
+//! The running configuration is a [`Generation`], swapped whole on a reload
+//! (`arc-swap`), so a request sees one consistent configuration from start to
+//! end and a reload never drops a connection.
+
+#![forbid(unsafe_code)]
+
+pub mod access_log;
+pub mod body;
+pub mod config;
+pub mod forward;
+mod health;
+mod log;
+mod mask_shim;
+use mask_shim as umbra_mask;
+pub mod mirror;
+pub mod pool;
+pub mod record;
+pub mod resources;
+pub mod server;
+pub mod shadow;
+pub mod stats;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::HeaderName;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::access_log::LogFormat;
+use crate::body::RequestBody;
+use crate::config::Config;
+use crate::forward::HttpClient;
+use crate::mirror::MirrorPlan;
+use crate::pool::Pool;
+use crate::record::{Recorder, RecorderSettings};
+use crate::resources::Resources;
+use crate::server::ConnCounters;
+use crate::shadow::{MirrorCounters, ShadowTarget, TargetSpec};
+use crate::stats::{Exposition, StatsTable};
+
+pub use crate::config::{ConfigError, Flags};
+
+/// One configuration, with everything built from it.
+pub struct Generation {
+    pub config: Arc<Config>,
+    pub pool: Arc<Pool>,
+    pub client: HttpClient<RequestBody>,
+    pub mirror: MirrorPlan,
+    pub shadows: Vec<Arc<ShadowTarget>>,
+    /// Request headers the access log format names.
+    pub log_captured: Vec<HeaderName>,
+    pub http: Arc<auto::Builder<TokioExecutor>>,
+    pub tls: Option<TlsAcceptor>,
+    /// Dropping the generation drops this, which ends its background tasks.
+    _stop: watch::Sender<()>,
+}
+
+/// State that lives as long as the proxy, across reloads.
+pub struct Shared {
+    pub generation: ArcSwap<Generation>,
+    pub recorder: Recorder,
+    pub mirror_counters: Arc<MirrorCounters>,
+    pub stats: Arc<Mutex<StatsTable>>,
+    pub conns: ConnCounters,
+    pub resources: Arc<Resources>,
+    recorder_settings: Arc<Mutex<RecorderSettings>>,
+    background: tokio::runtime::Handle,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+    started: Instant,
+    build_lock: Mutex<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("starting the background runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// A running proxy.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    pub address: SocketAddr,
+    stop: watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<usize>,
+    background: Option<std::sync::mpsc::Sender<()>>,
+    background_thread: Option<std::thread::JoinHandle<()>>,
+    recorder_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The proxy as the admin API sees it.
+#[derive(Clone)]
+pub struct ProxyHandle {
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// Binds the listener and starts serving. Must be called inside a Tokio runtime.
+    pub async fn start(config: Config) -> Result<Proxy, StartError> {
+        let (handle, background, background_thread) =
+            background_runtime().map_err(StartError::Runtime)?;
+        let stats = Arc::new(Mutex::new(StatsTable::default()));
+        let settings = Arc::new(Mutex::new(recorder_settings(&config)?));
+        let (recorder, recorder_thread) = record::start(stats.clone(), settings.clone());
+        let mirror_counters = Arc::new(MirrorCounters::default());
+        let resources = Arc::new(Resources::default());
+        let config = Arc::new(config);
+        let generation = build_generation(
+            config.clone(),
+            None,
+            &recorder,
+            &mirror_counters,
+            &resources,
+            &handle,
+        )
+        .map_err(StartError::Config)?;
+        let listener = TcpListener::bind(config.listen.address)
+            .await
+            .map_err(|source| StartError::Bind {
+                address: config.listen.address,
+                source,
+            })?;
+        let address = listener.local_addr().map_err(|source| StartError::Bind {
+            address: config.listen.address,
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            generation: ArcSwap::from_pointee(generation),
+            recorder,
+            mirror_counters,
+            stats,
+            conns: ConnCounters::default(),
+            resources,
+            recorder_settings: settings,
+            background: handle,
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            started: Instant::now(),
+            build_lock: Mutex::new(()),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let accept = tokio::spawn(server::accept_loop(listener, shared.clone(), stop_rx));
+        log::info(format_args!(
+            "proxy listening on {address}{}",
+            if config.listen.tls.is_some() {
+                " (TLS)"
+            } else {
+                ""
+            }
+        ));
+        Ok(Proxy {
+            shared,
+            address,
+            stop,
+            accept,
+            background: Some(background),
+            background_thread: Some(background_thread),
+            recorder_thread: Some(recorder_thread),
+        })
+    }
+
+    pub fn handle(&self) -> ProxyHandle {
+        ProxyHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Stops accepting, waits up to the drain timeout for requests in flight,
+    /// then stops the shadows and the recorder. Returns the connections still
+    /// open when the drain timed out.
+    pub async fn shutdown(mut self) -> usize {
+        let _ = self.stop.send(true);
+        let left = (&mut self.accept).await.unwrap_or(0);
+        log::info(format_args!(
+            "proxy stopped ({left} connections cut at the drain timeout)"
+        ));
+        // Stopping the background runtime ends the shadow dispatchers and drops
+        // their recorder clones; the last clone is ours.
+        if let Some(tx) = self.background.take() {
+            let _ = tx.send(());
+        }
+        let background = self.background_thread.take();
+        let recorder = self.recorder_thread.take();
+        let shared = self.shared;
+        tokio::task::spawn_blocking(move || {
+            if let Some(t) = background {
+                let _ = t.join();
+            }
+            drop(shared);
+            if let Some(t) = recorder {
+                // The recorder ends when the last `Recorder` is dropped; handles
+                // held elsewhere (the admin API) may keep it alive, so do not wait forever.
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while !t.is_finished() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        })
+        .await
+        .ok();
+        left
+    }
+}
+
+impl ProxyHandle {
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.generation.load().config.clone()
+    }
+
+    /// Applies a new configuration without dropping connections. The listen
+    /// address cannot change this way (that needs a restart); it is refused.
+    pub fn reload(&self, config: Config) -> Result<(), String> {
+        let s = &self.shared;
+        let _one_at_a_time = s.build_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let current = s.generation.load_full();
+        let result = (|| {
+            if config.listen.address != current.config.listen.address {
+                return Err(format!(
+                    "listen.address changed from {} to {}: restart the proxy to move it",
+                    current.config.listen.address, config.listen.address
+                ));
+            }
+            let settings = recorder_settings(&config).map_err(|e| e.to_string())?;
+            let next = build_generation(
+                Arc::new(config),
+                Some(&current),
+                &s.recorder,
+                &s.mirror_counters,
+                &s.resources,
+                &s.background,
+            )?;
+            *s.recorder_settings
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = settings;
+            s.generation.store(Arc::new(next));
+            Ok(())
+        })();
+        match &result {
+            Ok(()) => {
+                s.reloads_ok.fetch_add(1, Relaxed);
+                log::info(format_args!("configuration reloaded"));
+            }
+            Err(e) => {
+                s.reloads_failed.fetch_add(1, Relaxed);
+                log::warn(format_args!("configuration not reloaded: {e}"));
+            }
+        }
+        result
+    }
+
+    /// Sets a production server's balancing weight (`host:port` or URL).
+    pub fn set_weight(&self, server: &str, weight: u32) -> bool {
+        self.shared
+            .generation
+            .load()
+            .pool
+            .set_weight(server, weight)
+    }
+
+    /// Ready when at least one production server is neither failing checks nor ejected.
+    pub fn ready(&self) -> bool {
+        let g = self.shared.generation.load();
+        g.pool
+            .endpoints
+            .iter()
+            .any(|e| e.healthy() && !g.pool.is_ejected(e))
+    }
+
+    /// `/metrics` in Prometheus text format.
+    pub fn metrics(&self) -> String {
+        let s = &self.shared;
+        let mut out = Exposition::default();
+        s.stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .render(&mut out);
+        s.mirror_counters.render(&mut out);
+        s.resources.render(&mut out);
+        let g = s.generation.load();
+        let servers: Vec<_> = g.pool.endpoints.iter().collect();
+        let label = |e: &pool::Endpoint| vec![("upstream", e.name.to_string())];
+        out.family(
+            "umbra_upstream_weight",
+            "gauge",
+            "Balancing weight of each production server.",
+        );
+        for e in &servers {
+            out.sample("umbra_upstream_weight", &label(e), e.weight() as f64);
+        }
+        out.family(
+            "umbra_upstream_healthy",
+            "gauge",
+            "1 when a production server passes its health checks and is not ejected.",
+        );
+        for e in &servers {
+            let up = e.healthy() && !g.pool.is_ejected(e);
+            out.sample(
+                "umbra_upstream_healthy",
+                &label(e),
+                if up { 1.0 } else { 0.0 },
+            );
+        }
+        out.family(
+            "umbra_upstream_in_flight",
+            "gauge",
+            "Requests in flight to each production server.",
+        );
+        for e in &servers {
+            out.sample("umbra_upstream_in_flight", &label(e), e.in_flight() as f64);
+        }
+        out.family(
+            "umbra_upstream_latency_ewma_seconds",
+            "gauge",
+            "Peak-EWMA response-head latency the balancer uses for each production server.",
+        );
+        for e in &servers {
+            out.sample(
+                "umbra_upstream_latency_ewma_seconds",
+                &label(e),
+                e.ewma().as_secs_f64(),
+            );
+        }
+        out.family(
+            "umbra_upstream_ejections_total",
+            "counter",
+            "Passive ejections of each production server.",
+        );
+        for e in &servers {
+            out.sample(
+                "umbra_upstream_ejections_total",
+                &label(e),
+                e.ejections() as f64,
+            );
+        }
+        out.family(
+            "umbra_connections_accepted_total",
+            "counter",
+            "Client connections accepted.",
+        );
+        out.sample(
+            "umbra_connections_accepted_total",
+            &[],
+            s.conns.accepted.load(Relaxed) as f64,
+        );
+        out.family(
+            "umbra_connections_open",
+            "gauge",
+            "Client connections open now.",
+        );
+        out.sample(
+            "umbra_connections_open",
+            &[],
+            s.conns.open.load(Relaxed) as f64,
+        );
+        out.family(
+            "umbra_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes that failed or timed out.",
+        );
+        out.sample(
+            "umbra_tls_handshake_failures_total",
+            &[],
+            s.conns.tls_failed.load(Relaxed) as f64,
+        );
+        out.family(
+            "umbra_measurements_lost_total",
+            "counter",
+            "Exchanges not measured because the recorder's queue was full.",
+        );
+        out.sample(
+            "umbra_measurements_lost_total",
+            &[],
+            s.recorder.lost.load(Relaxed) as f64,
+        );
+        out.family(
+            "umbra_config_reloads_total",
+            "counter",
+            "Configuration reloads, by result.",
+        );
+        out.sample(
+            "umbra_config_reloads_total",
+            &[("result", "ok".into())],
+            s.reloads_ok.load(Relaxed) as f64,
+        );
+        out.sample(
+            "umbra_config_reloads_total",
+            &[("result", "failed".into())],
+            s.reloads_failed.load(Relaxed) as f64,
+        );
+        out.family(
+            "umbra_uptime_seconds",
+            "gauge",
+            "Seconds since the proxy started.",
+        );
+        out.sample(
+            "umbra_uptime_seconds",
+            &[],
+            s.started.elapsed().as_secs_f64(),
+        );
+        out.text
+    }
+
+    /// `/api/stats`: the same figures as JSON, with latency percentiles.
+    pub fn stats(&self) -> Value {
+        let s = &self.shared;
+        let mut v = s.stats.lock().unwrap_or_else(|p| p.into_inner()).to_json();
+        let g = s.generation.load();
+        let servers: Vec<Value> = g
+            .pool
+            .endpoints
+            .iter()
+            .map(|e| {
+                json!({
+                    "name": &*e.name, "url": e.url.to_string(), "weight": e.weight(),
+                    "healthy": e.healthy(), "ejected": g.pool.is_ejected(e),
+                    "in_flight": e.in_flight(), "latency_ewma_ms": e.ewma().as_secs_f64() * 1000.0,
+                    "requests": e.requests.load(Relaxed), "failures": e.failures.load(Relaxed),
+                })
+            })
+            .collect();
+        let shadows: Vec<Value> = g
+            .shadows
+            .iter()
+            .map(|t| {
+                let c = &t.counters;
+                json!({
+                    "name": &*t.name, "queued": c.queued.load(Relaxed), "queue_full": c.queue_full.load(Relaxed),
+                    "sent": c.sent.load(Relaxed), "failed": c.failed.load(Relaxed),
+                    "timeout": c.timed_out.load(Relaxed), "mask_dropped": c.mask_dropped.load(Relaxed),
+                    "in_flight": c.in_flight.load(Relaxed), "queue_depth": c.queue_depth.load(Relaxed),
+                })
+            })
+            .collect();
+        let m = &s.mirror_counters;
+        let resources = s.resources.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let resources: Vec<Value> = resources
+            .iter()
+            .map(|((role, name), u)| json!({"role": role, "upstream": name, "cpu_cores": u.cpu_cores, "memory_bytes": u.memory_bytes, "error": u.error}))
+            .collect();
+        if let Value::Object(map) = &mut v {
+            map.insert(
+                "uptime_secs".into(),
+                json!(s.started.elapsed().as_secs_f64()),
+            );
+            map.insert("production".into(), json!(servers));
+            map.insert("shadows".into(), json!(shadows));
+            map.insert(
+                "mirror".into(),
+                json!({
+                    "sampled": m.sampled.load(Relaxed), "rate_limited": m.rate_limited.load(Relaxed),
+                    "body_too_large": m.too_large.load(Relaxed), "body_incomplete": m.incomplete.load(Relaxed),
+                }),
+            );
+            map.insert("resources".into(), json!(resources));
+            map.insert(
+                "measurements_lost".into(),
+                json!(s.recorder.lost.load(Relaxed)),
+            );
+            map.insert(
+                "connections".into(),
+                json!({"accepted": s.conns.accepted.load(Relaxed), "open": s.conns.open.load(Relaxed)}),
+            );
+        }
+        v
+    }
+}
+
+fn recorder_settings(config: &Config) -> Result<RecorderSettings, StartError> {
+    let access_log = match &config.access_log {
+        Some(a) => Some((
+            a.path.clone(),
+            LogFormat::parse(&a.format)
+                .map_err(|e| StartError::Config(format!("access_log.format: {e}")))?,
+        )),
+        None => None,
+    };
+    Ok(RecorderSettings {
+        profiles: config.profiles.as_ref().map(|p| (p.file.clone(), p.reload)),
+        access_log,
+    })
+}
+
+/// A separate runtime for shadow dispatch, health checks and metric scrapes:
+/// live requests never share a worker thread with them.
+fn background_runtime() -> std::io::Result<(
+    tokio::runtime::Handle,
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<()>,
+)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("umbra-shadow")
+        .enable_all()
+        .build()?;
+    let handle = runtime.handle().clone();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("umbra-shadow-owner".into())
+        .spawn(move || {
+            let _ = rx.recv();
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        })?;
+    Ok((handle, tx, thread))
+}
+
+fn client<B>(connect_timeout: Duration) -> HttpClient<B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
+}
+
+fn build_generation(
+    config: Arc<Config>,
+    previous: Option<&Generation>,
+    recorder: &Recorder,
+    mirror_counters: &Arc<MirrorCounters>,
+    resources: &Arc<Resources>,
+    background: &tokio::runtime::Handle,
+) -> Result<Generation, String> {
+    let masker = match &config.mask {
+        None => umbra_mask::Masker::defaults(),
+        Some(table) => {
+            let mask_config: umbra_mask::MaskConfig = toml::Value::Table(table.clone())
+                .try_into()
+                .map_err(|e| format!("[mask]: {e}"))?;
+            umbra_mask::Masker::new(&mask_config).map_err(|e| format!("[mask]: {e}"))?
+        }
+    };
+    let masker = Arc::new(masker);
+    let tls = match &config.listen.tls {
+        Some(t) => Some(TlsAcceptor::from(Arc::new(server::tls_config(
+            &t.cert, &t.key,
+        )?))),
+        None => None,
+    };
+    let log_captured = match &config.access_log {
+        Some(a) => LogFormat::parse(&a.format)?.captured,
+        None => Vec::new(),
+    };
+    let pool = Arc::new(Pool::new(
+        &config.production.servers,
+        config.production.ejection.clone(),
+        previous.map(|g| &*g.pool),
+    ));
+    let (stop, stop_rx) = watch::channel(());
+    let shadow_names: Vec<String> = config.shadow.iter().map(|s| s.name.clone()).collect();
+    let shadows = {
+        // Dispatchers live on the background runtime.
+        let _inside = background.enter();
+        config
+            .shadow
+            .iter()
+            .map(|s| {
+                Arc::new(ShadowTarget::start(
+                    TargetSpec {
+                        config: s,
+                        client: client(config.production.connect_timeout),
+                        masker: masker.clone(),
+                        recorder: recorder.clone(),
+                        mirror: mirror_counters.clone(),
+                    },
+                    background,
+                ))
+            })
+            .collect()
+    };
+    if let Some(check) = &config.production.health {
+        let _inside = background.enter();
+        background.spawn(health::run(
+            pool.clone(),
+            check.clone(),
+            client(check.timeout),
+            stop_rx.clone(),
+        ));
+    }
+    let scrape: Vec<_> = config
+        .production
+        .servers
+        .iter()
+        .filter_map(|s| {
+            s.metrics
+                .clone()
+                .map(|m| ("production".to_string(), s.url.authority().to_string(), m))
+        })
+        .chain(config.shadow.iter().filter_map(|s| {
+            s.metrics
+                .clone()
+                .map(|m| ("shadow".to_string(), s.name.clone(), m))
+        }))
+        .collect();
+    if !scrape.is_empty() {
+        let _inside = background.enter();
+        background.spawn(resources::run(
+            resources.clone(),
+            scrape,
+            client(Duration::from_secs(2)),
+            resources::SCRAPE_INTERVAL,
+            stop_rx.clone(),
+        ));
+    }
+    Ok(Generation {
+        mirror: MirrorPlan::new(&config.mirror, &shadow_names),
+        client: client(config.production.connect_timeout),
+        http: Arc::new(server::builder(&config.listen)),
+        pool,
+        shadows,
+        log_captured,
+        tls,
+        config,
+        _stop: stop,
+    })
+}
+
+/// Where a config came from, for reloads.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    File(PathBuf),
+    Flags(Flags),
+}
+
+impl ConfigSource {
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        match self {
+            ConfigSource::File(p) => Config::load(p),
+            ConfigSource::Flags(f) => Config::from_flags(f),
+        }
+    }
+}
+
+/// Everything `Proxy::start` would check, without starting: the masking rules,
+/// the TLS files, the access-log format and the profile set. Returns a summary.
+pub fn check(config: &Config) -> Result<Vec<String>, String> {
+    let mut notes = Vec::new();
+    match &config.mask {
+        None => notes.push("masking: the default rules".to_string()),
+        Some(table) => {
+            let mask_config: umbra_mask::MaskConfig = toml::Value::Table(table.clone())
+                .try_into()
+                .map_err(|e| format!("[mask]: {e}"))?;
+            umbra_mask::Masker::new(&mask_config).map_err(|e| format!("[mask]: {e}"))?;
+            notes.push("masking: the [mask] rules".to_string());
+        }
+    }
+    if let Some(t) = &config.listen.tls {
+        server::tls_config(&t.cert, &t.key).map_err(|e| format!("listen.tls: {e}"))?;
+    }
+    notes.push(format!(
+        "listen on {}{}",
+        config.listen.address,
+        if config.listen.tls.is_some() {
+            " with TLS (h2, http/1.1)"
+        } else {
+            " (HTTP/1.1 and h2c)"
+        }
+    ));
+    notes.push(format!(
+        "production: {}",
+        config
+            .production
+            .servers
+            .iter()
+            .map(|s| format!("{} (weight {})", s.url, s.weight))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    for s in &config.shadow {
+        notes.push(format!(
+            "shadow {:?}: {} (queue {}, concurrency {}, timeout {:?})",
+            s.name, s.url, s.queue, s.concurrency, s.timeout
+        ));
+    }
+    notes.push(format!(
+        "mirror: {} of requests, {} rules, bodies up to {} bytes",
+        config.mirror.percent,
+        config.mirror.rules.len(),
+        config.mirror.max_body.0
+    ));
+    if let Some(p) = &config.profiles {
+        let set =
+            umbra_core::ProfileSet::load(&p.file).map_err(|e| format!("profiles.file: {e}"))?;
+        notes.push(format!(
+            "profiles: {} from {}",
+            set.profiles.len(),
+            p.file.display()
+        ));
+    }
+    if let Some(a) = &config.access_log {
+        LogFormat::parse(&a.format).map_err(|e| format!("access_log.format: {e}"))?;
+        notes.push(format!("access log: {} ({})", a.path.display(), a.format));
+    }
+    if let Some(a) = &config.admin {
+        notes.push(format!("admin on {}", a.address));
+    }
+    Ok(notes)
+}

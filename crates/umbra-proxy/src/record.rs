@@ -1,0 +1,470 @@
+//! Measurement off the hot path.
+//!
+//! The live path fills one [`Exchange`] per finished exchange (live or shadow)
+//! and hands it over with `try_send` on a bounded channel: a few atomic
+//! operations, never a wait. One recorder thread does the rest: it classifies
+//! each exchange to its nearest profile, folds it into the (role, upstream,
+//! profile) series, pairs each shadow copy with its live twin to compare their
+//! statuses, writes the access log, and reloads the profiles when their file
+//! changes. If the channel is ever full the exchange is counted as lost, never
+//! waited for.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use http::{HeaderName, HeaderValue, Method, Uri, Version};
+use umbra_core::{ProfileSet, RequestRecord};
+use umbra_learn::classify::Classifier;
+
+use crate::access_log::LogFormat;
+use crate::log;
+use crate::stats::{SeriesKey, StatsTable};
+
+/// Exchanges waiting for the recorder; beyond this they are counted as lost.
+const QUEUE: usize = 65_536;
+/// How long a live exchange waits for its shadow twins to be compared.
+const TWIN_TTL: Duration = Duration::from_secs(120);
+/// Pending twins kept at most (memory bound when shadows drop everything).
+const MAX_PENDING_TWINS: usize = 500_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Production,
+    Shadow,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Production => "production",
+            Role::Shadow => "shadow",
+        }
+    }
+}
+
+/// What the live path knows of a request, shared by its live exchange and its copies.
+#[derive(Debug)]
+pub struct RequestInfo {
+    pub received: SystemTime,
+    pub client: Option<IpAddr>,
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub host: Option<HeaderValue>,
+    pub user_agent: Option<HeaderValue>,
+    pub referer: Option<HeaderValue>,
+    pub content_type: Option<HeaderValue>,
+    /// Which of the profile set's header names the request carried (bit i: name i).
+    pub header_mask: u8,
+    /// The headers the access-log format names, in its order.
+    pub captured: Vec<Option<HeaderValue>>,
+}
+
+/// One finished exchange with one upstream.
+#[derive(Debug)]
+pub struct Exchange {
+    pub role: Role,
+    pub upstream: Arc<str>,
+    pub request: Arc<RequestInfo>,
+    pub request_bytes: u64,
+    /// 0 when no response came.
+    pub status: u16,
+    pub response_bytes: u64,
+    /// From the request's arrival (or the copy's dispatch) to the end of the response body.
+    pub duration: Duration,
+    /// Until the response head.
+    pub upstream_time: Option<Duration>,
+    pub error: Option<&'static str>,
+    /// Nonzero when the request was mirrored: live and copies share it.
+    pub twin: u64,
+}
+
+/// The live path's side: cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct Recorder {
+    tx: SyncSender<Exchange>,
+    pub lost: Arc<AtomicU64>,
+    /// The profile set's header names, for [`RequestInfo::header_mask`].
+    pub header_vocab: Arc<ArcSwap<Vec<HeaderName>>>,
+    twins: Arc<AtomicU64>,
+}
+
+impl Recorder {
+    pub fn record(&self, e: Exchange) {
+        match self.tx.try_send(e) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.lost.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// A fresh id pairing a live exchange with its copies.
+    pub fn twin_id(&self) -> u64 {
+        self.twins.fetch_add(1, Relaxed) + 1
+    }
+
+    pub fn header_mask(&self, headers: &http::HeaderMap) -> u8 {
+        let vocab = self.header_vocab.load();
+        let mut mask = 0u8;
+        for (i, name) in vocab.iter().enumerate().take(8) {
+            if headers.contains_key(name) {
+                mask |= 1 << i;
+            }
+        }
+        mask
+    }
+}
+
+/// Settings the recorder thread can take anew on a reload.
+pub struct RecorderSettings {
+    pub profiles: Option<(PathBuf, Duration)>,
+    pub access_log: Option<(PathBuf, LogFormat)>,
+}
+
+/// Starts the recorder thread. It ends when every [`Recorder`] clone is dropped,
+/// after writing what it holds.
+pub fn start(
+    stats: Arc<Mutex<StatsTable>>,
+    settings: Arc<Mutex<RecorderSettings>>,
+) -> (Recorder, std::thread::JoinHandle<()>) {
+    let (tx, rx) = sync_channel(QUEUE);
+    let recorder = Recorder {
+        tx,
+        lost: Arc::new(AtomicU64::new(0)),
+        header_vocab: Arc::new(ArcSwap::from_pointee(Vec::new())),
+        twins: Arc::new(AtomicU64::new(0)),
+    };
+    let vocab = recorder.header_vocab.clone();
+    let handle = std::thread::Builder::new()
+        .name("umbra-recorder".into())
+        .spawn(move || RecorderThread::new(stats, settings, vocab).run(rx))
+        .expect("spawning the recorder thread");
+    (recorder, handle)
+}
+
+struct LoadedProfiles {
+    path: PathBuf,
+    modified: Option<SystemTime>,
+    classifier: Classifier,
+    ids: Vec<Arc<str>>,
+    vocab: Vec<String>,
+}
+
+struct OpenLog {
+    path: PathBuf,
+    format: LogFormat,
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+struct RecorderThread {
+    stats: Arc<Mutex<StatsTable>>,
+    settings: Arc<Mutex<RecorderSettings>>,
+    vocab: Arc<ArcSwap<Vec<HeaderName>>>,
+    profiles: Option<LoadedProfiles>,
+    next_profiles_check: Instant,
+    log: Option<OpenLog>,
+    /// Live exchanges whose copies are still to come: their profile and status.
+    live_twins: HashMap<u64, (Arc<str>, u16, Instant)>,
+    /// Copies that finished before their live twin.
+    shadow_twins: HashMap<u64, Vec<(u16, Instant)>>,
+    line: String,
+}
+
+const ALL: &str = "all";
+
+impl RecorderThread {
+    fn new(
+        stats: Arc<Mutex<StatsTable>>,
+        settings: Arc<Mutex<RecorderSettings>>,
+        vocab: Arc<ArcSwap<Vec<HeaderName>>>,
+    ) -> Self {
+        RecorderThread {
+            stats,
+            settings,
+            vocab,
+            profiles: None,
+            next_profiles_check: Instant::now(),
+            log: None,
+            live_twins: HashMap::new(),
+            shadow_twins: HashMap::new(),
+            line: String::new(),
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Exchange>) {
+        let mut batch = Vec::with_capacity(1024);
+        let mut last_housekeeping = Instant::now();
+        self.housekeeping();
+        loop {
+            match rx.recv_timeout(Duration::from_millis(250)) {
+                Ok(e) => {
+                    batch.push(e);
+                    while batch.len() < 1024 {
+                        match rx.try_recv() {
+                            Ok(e) => batch.push(e),
+                            Err(_) => break,
+                        }
+                    }
+                    self.process(&mut batch);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if last_housekeeping.elapsed() >= Duration::from_millis(500) {
+                last_housekeeping = Instant::now();
+                self.housekeeping();
+            }
+        }
+        if let Some(log) = &mut self.log {
+            let _ = log.out.flush();
+        }
+    }
+
+    /// Reloads the profiles and reopens the log when their settings or files change;
+    /// flushes the log; forgets twins that will never be paired.
+    fn housekeeping(&mut self) {
+        let (profiles, access_log) = {
+            let s = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+            (s.profiles.clone(), s.access_log.clone())
+        };
+        self.refresh_profiles(profiles);
+        self.refresh_log(access_log);
+        if let Some(log) = &mut self.log
+            && let Err(e) = log.out.flush()
+        {
+            log::warn(format_args!("access log {}: {e}", log.path.display()));
+        }
+        let now = Instant::now();
+        self.live_twins
+            .retain(|_, (_, _, at)| now.duration_since(*at) < TWIN_TTL);
+        self.shadow_twins.retain(|_, v| {
+            v.first()
+                .is_some_and(|(_, at)| now.duration_since(*at) < TWIN_TTL)
+        });
+    }
+
+    fn refresh_profiles(&mut self, wanted: Option<(PathBuf, Duration)>) {
+        let Some((path, every)) = wanted else {
+            if self.profiles.take().is_some() {
+                self.vocab.store(Arc::new(Vec::new()));
+            }
+            return;
+        };
+        let same_path = self.profiles.as_ref().is_some_and(|p| p.path == path);
+        if same_path && Instant::now() < self.next_profiles_check {
+            return;
+        }
+        self.next_profiles_check = Instant::now() + every;
+        let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        if same_path
+            && self
+                .profiles
+                .as_ref()
+                .is_some_and(|p| p.modified == modified)
+        {
+            return;
+        }
+        match ProfileSet::load(&path) {
+            Ok(set) => {
+                let ids: Vec<Arc<str>> = set
+                    .profiles
+                    .iter()
+                    .map(|p| Arc::from(p.id.as_str()))
+                    .collect();
+                let vocab: Vec<String> = set
+                    .features
+                    .vocab
+                    .get("header")
+                    .cloned()
+                    .unwrap_or_default();
+                let names: Vec<HeaderName> = vocab
+                    .iter()
+                    .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+                    .collect();
+                if names.len() == vocab.len() {
+                    self.vocab.store(Arc::new(names));
+                }
+                {
+                    let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+                    for p in &set.profiles {
+                        stats.profile_names.insert(p.id.clone(), p.name.clone());
+                    }
+                    stats.profiles_loaded = Some(path.display().to_string());
+                }
+                log::info(format_args!(
+                    "profiles: {} profiles from {}",
+                    set.profiles.len(),
+                    path.display()
+                ));
+                self.profiles = Some(LoadedProfiles {
+                    path,
+                    modified,
+                    classifier: Classifier::new(&set),
+                    ids,
+                    vocab,
+                });
+            }
+            Err(e) => {
+                // Keep measuring with the profiles we have; say why the new ones were refused.
+                if !same_path
+                    || self
+                        .profiles
+                        .as_ref()
+                        .is_some_and(|p| p.modified != modified)
+                {
+                    log::warn(format_args!("profiles not reloaded: {e}"));
+                }
+                if let Some(p) = &mut self.profiles {
+                    p.modified = modified;
+                }
+                self.stats
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .profile_errors += 1;
+            }
+        }
+    }
+
+    fn refresh_log(&mut self, wanted: Option<(PathBuf, LogFormat)>) {
+        let Some((path, format)) = wanted else {
+            self.log = None;
+            return;
+        };
+        if let Some(log) = &mut self.log
+            && log.path == path
+        {
+            log.format = format;
+            return;
+        }
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        {
+            Ok(file) => {
+                self.log = Some(OpenLog {
+                    path,
+                    format,
+                    out: std::io::BufWriter::with_capacity(64 * 1024, file),
+                });
+            }
+            Err(e) => log::warn(format_args!("access log {}: {e}", path.display())),
+        }
+    }
+
+    fn process(&mut self, batch: &mut Vec<Exchange>) {
+        let table = self.stats.clone();
+        let mut stats = table.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        for e in batch.drain(..) {
+            let profile = self.profile_of(&e);
+            let key = SeriesKey {
+                role: e.role,
+                upstream: e.upstream.clone(),
+                profile: profile.clone(),
+            };
+            let series = stats.series.entry(key).or_default();
+            series.add(&e);
+            // Pair copies with their live twin, whichever finishes first.
+            if e.twin != 0 {
+                match e.role {
+                    Role::Production => {
+                        if let Some(copies) = self.shadow_twins.remove(&e.twin) {
+                            for (status, _) in copies {
+                                stats.compare(&profile, e.status, status);
+                            }
+                        }
+                        if self.live_twins.len() < MAX_PENDING_TWINS {
+                            self.live_twins
+                                .insert(e.twin, (profile.clone(), e.status, now));
+                        }
+                    }
+                    Role::Shadow => match self.live_twins.get(&e.twin) {
+                        Some((live_profile, live_status, _)) => {
+                            let p = live_profile.clone();
+                            stats.compare(&p, *live_status, e.status);
+                        }
+                        None => {
+                            if self.shadow_twins.len() < MAX_PENDING_TWINS {
+                                self.shadow_twins
+                                    .entry(e.twin)
+                                    .or_default()
+                                    .push((e.status, now));
+                            }
+                        }
+                    },
+                }
+            }
+            if e.role == Role::Production
+                && let Some(log) = &mut self.log
+            {
+                self.line.clear();
+                log.format.render(&e, &profile, &mut self.line);
+                self.line.push('\n');
+                if log.out.write_all(self.line.as_bytes()).is_err() {
+                    stats.access_log_errors += 1;
+                }
+            }
+        }
+    }
+
+    /// The profile of an exchange: a copy takes its live twin's, so the two are
+    /// compared within one profile even when their responses differ.
+    fn profile_of(&mut self, e: &Exchange) -> Arc<str> {
+        if e.role == Role::Shadow
+            && let Some((profile, _, _)) = self.live_twins.get(&e.twin)
+        {
+            return profile.clone();
+        }
+        let Some(loaded) = &mut self.profiles else {
+            return Arc::from(ALL);
+        };
+        let record = as_record(e, &loaded.vocab);
+        let c = loaded.classifier.classify(&record);
+        loaded
+            .ids
+            .get(c.profile)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(ALL))
+    }
+}
+
+/// The exchange as the learner sees a log line.
+fn as_record(e: &Exchange, vocab: &[String]) -> RequestRecord {
+    let r = &e.request;
+    let text =
+        |v: &Option<HeaderValue>| v.as_ref().and_then(|v| v.to_str().ok()).map(str::to_string);
+    RequestRecord {
+        timestamp_ms: r
+            .received
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_millis() as i64),
+        client: r.client.map(|c| c.to_string()),
+        method: r.method.as_str().to_string(),
+        path: r.uri.path().to_string(),
+        query: r.uri.query().map(str::to_string),
+        protocol: Some(format!("{:?}", r.version)),
+        status: (e.status != 0).then_some(e.status),
+        request_bytes: Some(e.request_bytes),
+        response_bytes: Some(e.response_bytes),
+        duration_ms: Some(e.duration.as_secs_f64() * 1000.0),
+        user_agent: text(&r.user_agent),
+        referer: text(&r.referer),
+        content_type: text(&r.content_type),
+        headers: vocab
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i < 8 && r.header_mask & (1 << i) != 0)
+            .map(|(_, h)| (h.clone(), String::new()))
+            .collect(),
+    }
+}

@@ -1,0 +1,197 @@
+//! `umbra proxy` and `umbra check`: run the shadowing proxy, or validate its config.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use umbra_proxy::config::Config;
+use umbra_proxy::{ConfigSource, Flags, Proxy};
+
+use crate::admin;
+
+/// Run the shadowing reverse proxy: live requests to production, masked copies to shadow.
+///
+/// Every request goes to the production pool (weighted power of two choices
+/// over a peak-EWMA latency estimate, with health checks and passive ejection)
+/// and its response comes back as soon as production sends it. A configured
+/// share is copied, masked (credentials and private data; see `umbra mask`),
+/// and sent to each shadow with `x-umbra-shadow: 1` through a bounded queue, its
+/// own connection pool, concurrency limit and timeout: a slow or dead shadow
+/// never slows a live request, and its errors never reach a client. A full
+/// queue drops the copy and counts it.
+///
+/// Every exchange is classified to its nearest profile (with `--profiles`, or
+/// `[profiles]` in the config; the file is reloaded when it changes) and
+/// measured by role, upstream and profile. The admin listener serves
+/// `/metrics` (Prometheus), `/api/stats` (JSON), `/healthz` and `/readyz`, and
+/// `PUT /api/weights` to set production weights at run time.
+///
+/// SIGHUP reloads the config file without dropping connections; SIGTERM or
+/// Ctrl-C stops accepting and drains requests in flight (up to
+/// `listen.drain_timeout`).
+///
+/// Examples:
+///
+///   umbra proxy --config umbra.toml
+///
+///   umbra proxy --listen 127.0.0.1:8080 --production http://127.0.0.1:9000 \
+///     --shadow http://127.0.0.1:9001 --mirror 10% --admin 127.0.0.1:9090
+#[derive(Args)]
+pub struct ProxyArgs {
+    /// The configuration file (every key is documented in examples/umbra.toml).
+    #[arg(short, long, value_name = "FILE", conflicts_with_all = ["listen", "production", "shadow", "mirror"])]
+    config: Option<PathBuf>,
+    /// Address for client traffic (one-liner form, without a config file).
+    #[arg(long, value_name = "ADDR", requires = "production")]
+    listen: Option<SocketAddr>,
+    /// A production server URL; repeat for a pool.
+    #[arg(long, value_name = "URL")]
+    production: Vec<String>,
+    /// A shadow URL; repeat for several shadows.
+    #[arg(long, value_name = "URL")]
+    shadow: Vec<String>,
+    /// Share of requests copied to the shadows, like 10% (default: 100% when a shadow is given).
+    #[arg(long, value_name = "PERCENT")]
+    mirror: Option<String>,
+    /// Address of the admin listener (/metrics, /api/stats, /healthz, /readyz).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// Profile set to measure by (one-liner form).
+    #[arg(long, value_name = "FILE")]
+    profiles: Option<PathBuf>,
+    /// Access log file, combined format with $request_time (one-liner form).
+    #[arg(long, value_name = "FILE")]
+    access_log: Option<PathBuf>,
+    /// Worker threads for live traffic (default: one per core).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+}
+
+/// Check a proxy configuration without starting anything.
+///
+/// Parses the file, checks every value and cross-reference, builds the masking
+/// rules, loads the TLS certificate and the profile set if named, and prints a
+/// summary. Errors name the file, the line and the key. Exit code 0 when the
+/// config is usable, 1 when it is not.
+#[derive(Args)]
+pub struct CheckArgs {
+    /// The configuration file.
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
+    let source = match &args.config {
+        Some(path) => ConfigSource::File(path.clone()),
+        None => {
+            let Some(listen) = args.listen else {
+                bail!("give --config FILE, or --listen ADDR with at least one --production URL");
+            };
+            ConfigSource::Flags(Flags {
+                listen,
+                production: args.production.clone(),
+                shadow: args.shadow.clone(),
+                mirror: args.mirror.clone(),
+                admin: args.admin,
+                profiles: args.profiles.clone(),
+                access_log: args.access_log.clone(),
+            })
+        }
+    };
+    let mut config = source.load()?;
+    if args.config.is_some() {
+        // Flags that make sense beside a file override it.
+        if let Some(a) = args.admin {
+            config.admin = Some(umbra_proxy::config::Admin { address: a });
+        }
+    }
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        runtime.worker_threads(n.max(1));
+    }
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(serve(config, source))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
+    let admin_address = config.admin.as_ref().map(|a| a.address);
+    let proxy = Proxy::start(config).await?;
+    let handle = proxy.handle();
+    let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
+    let admin_task = match admin_address {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("admin listener on {address}"))?;
+            eprintln!(
+                "umbra: admin on http://{} (/metrics, /api/stats)",
+                listener.local_addr()?
+            );
+            Some(tokio::spawn(admin::serve(
+                listener,
+                handle.clone(),
+                admin_stopped,
+            )))
+        }
+        None => None,
+    };
+    eprintln!("umbra: proxy on {}", proxy.address);
+
+    wait_for_signals(&handle, &source).await?;
+    eprintln!("umbra: draining");
+    let _ = admin_stop.send(true);
+    let cut = proxy.shutdown().await;
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
+    if cut > 0 {
+        eprintln!("umbra: {cut} connections were still open at the drain timeout");
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_signals(
+    handle: &umbra_proxy::ProxyHandle,
+    source: &ConfigSource,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                // A bad file is reported and the running config kept.
+                match source.load() {
+                    Ok(config) => { let _ = handle.reload(config); }
+                    Err(e) => eprintln!("umbra: configuration not reloaded: {e}"),
+                }
+            }
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signals(_: &umbra_proxy::ProxyHandle, _: &ConfigSource) -> anyhow::Result<()> {
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")
+}
+
+pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    let notes = umbra_proxy::check(&config)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
+    println!("{}: OK", args.config.display());
+    for n in notes {
+        println!("  {n}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
