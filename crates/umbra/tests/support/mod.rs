@@ -96,3 +96,261 @@ impl Drop for Nginx {
         let _ = self.child.wait();
     }
 }
+
+impl Nginx {
+    /// nginx with `servers` as the body of its `http` block (server blocks and
+    /// log formats); waits until every port in `ports` accepts.
+    pub fn with_servers(dir: &Path, servers: &str, ports: &[u16]) -> Nginx {
+        assert!(
+            Path::new(NGINX).exists(),
+            "{NGINX} is missing: scripts/test installs nginx-light"
+        );
+        let d = dir.display();
+        let conf = format!(
+            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n\
+             fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n\
+             keepalive_requests 1000000;\n{servers}\n}}\n"
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new(NGINX)
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        for port in ports {
+            wait_for_port(*port);
+        }
+        Nginx {
+            child,
+            url: format!("http://127.0.0.1:{}", ports.first().copied().unwrap_or(0)),
+        }
+    }
+}
+
+pub fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An `umbra` process running in the background (the proxy), killed when dropped.
+pub struct Background {
+    pub child: Child,
+    pub stderr: PathBuf,
+}
+
+impl Background {
+    pub fn start(args: &[&str], dir: &Path, wait: &[u16]) -> Background {
+        let stderr = dir.join(format!(
+            "umbra-{}.stderr",
+            args.first().copied().unwrap_or("run")
+        ));
+        let child = Command::new(env!("CARGO_BIN_EXE_umbra"))
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("start umbra");
+        let mut b = Background { child, stderr };
+        for port in wait {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+                if let Ok(Some(status)) = b.child.try_wait() {
+                    panic!("umbra exited with {status}: {}", b.log());
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "umbra did not listen on {port}: {}",
+                    b.log()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        b
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit on its own, up to `limit`.
+    pub fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Resident memory in KiB (Linux).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response as the small client below reads it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A keep-alive HTTP/1.1 connection with just enough of a client to test a proxy
+/// byte for byte (no library between the test and the wire).
+pub struct Conn {
+    stream: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl Conn {
+    pub fn open(port: u16) -> Conn {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Conn {
+            stream: std::io::BufReader::new(stream),
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.stream.get_mut().write_all(bytes).expect("write");
+    }
+
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test.local\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() || method == "POST" || method == "PUT" {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        let mut all = head.into_bytes();
+        all.extend_from_slice(body);
+        self.send_raw(&all);
+        self.read_reply().expect("a response")
+    }
+
+    /// Reads one response; None when the server closed the connection first.
+    pub fn read_reply(&mut self) -> Option<Reply> {
+        use std::io::{BufRead, Read};
+        let mut line = String::new();
+        if self.stream.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let status: u16 = line.split_whitespace().nth(1)?.parse().ok()?;
+        let mut headers = Vec::new();
+        loop {
+            let mut l = String::new();
+            self.stream.read_line(&mut l).ok()?;
+            let l = l.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let (k, v) = l.split_once(':')?;
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+        };
+        let mut body = Vec::new();
+        if let Some(len) = get("content-length") {
+            body.resize(len.parse().ok()?, 0);
+            self.stream.read_exact(&mut body).ok()?;
+        } else if get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+            loop {
+                let mut size = String::new();
+                self.stream.read_line(&mut size).ok()?;
+                let n = usize::from_str_radix(size.trim(), 16).ok()?;
+                let mut chunk = vec![0; n + 2];
+                self.stream.read_exact(&mut chunk).ok()?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        } else if status != 204 && status != 304 && !(100..200).contains(&status) {
+            self.stream.read_to_end(&mut body).ok()?;
+        }
+        Some(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// True when the server has closed the connection (reads end).
+    pub fn closed_within(&mut self, limit: Duration) -> bool {
+        use std::io::Read;
+        self.stream.get_mut().set_read_timeout(Some(limit)).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// GET `path` on a fresh connection.
+pub fn get(port: u16, path: &str) -> Reply {
+    Conn::open(port).request("GET", path, &[], b"")
+}

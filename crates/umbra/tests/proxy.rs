@@ -1,0 +1,789 @@
+//! End-to-end tests of `umbra proxy` against real nginx upstreams on 127.0.0.1.
+//!
+//! The upstreams are nginx servers that log what they receive as JSON lines
+//! (method, URI, the shadow header, credentials, forwarding headers and the
+//! whole request body: `proxy_pass` to a sink makes nginx read the body, so
+//! `$request_body` is filled).
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Background, Conn, Nginx, free_port, get, scratch, umbra, wait_for_port};
+
+/// nginx with a production and a shadow server that log what reaches them.
+struct Upstreams {
+    _nginx: Nginx,
+    prod: u16,
+    shadow: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Upstreams {
+    fn start(dir: &Path) -> Upstreams {
+        let (sink, prod, shadow) = (free_port(), free_port(), free_port());
+        let d = dir.display();
+        let servers = format!(
+            r#"
+  log_format seen escape=json '{{"method":"$request_method","uri":"$request_uri","shadow":"$http_x_umbra_shadow","auth":"$http_authorization","cookie":"$http_cookie","xff":"$http_x_forwarded_for","host":"$host","user":"$http_x_user","test":"$http_x_test","length":"$content_length","body":"$request_body"}}';
+  server {{ listen 127.0.0.1:{sink}; location / {{ return 200 "ok"; }} }}
+  server {{ listen 127.0.0.1:{prod}; client_body_buffer_size 4m; client_max_body_size 16m;
+           access_log {d}/prod.log seen; location / {{ proxy_pass http://127.0.0.1:{sink}; }} }}
+  server {{ listen 127.0.0.1:{shadow}; client_body_buffer_size 4m; client_max_body_size 16m;
+           access_log {d}/shadow.log seen; location / {{ proxy_pass http://127.0.0.1:{sink}; }} }}
+"#
+        );
+        let nginx = Nginx::with_servers(dir, &servers, &[sink, prod, shadow]);
+        Upstreams {
+            _nginx: nginx,
+            prod,
+            shadow,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn log(&self, which: &str) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.join(format!("{which}.log")))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{which}.log: {e}: {l}")))
+            .collect()
+    }
+
+    /// Waits until the shadow log stops growing (copies are sent after the live answers).
+    fn settled_shadow_log(&self) -> Vec<Value> {
+        let mut last = usize::MAX;
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = self.log("shadow");
+            if now.len() == last {
+                return now;
+            }
+            last = now.len();
+        }
+    }
+}
+
+fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("umbra.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn proxy_config(listen: u16, admin: u16, up: &Upstreams, extra: &str) -> String {
+    format!(
+        r#"
+[listen]
+address = "127.0.0.1:{listen}"
+
+[admin]
+address = "127.0.0.1:{admin}"
+
+[production]
+servers = [{{ url = "http://127.0.0.1:{prod}" }}]
+
+[[shadow]]
+name = "v2"
+url = "http://127.0.0.1:{shadow}"
+{extra}
+"#,
+        prod = up.prod,
+        shadow = up.shadow
+    )
+}
+
+fn metric(admin: u16, name_and_labels: &str) -> f64 {
+    let text = String::from_utf8(get(admin, "/metrics").body).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name_and_labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn live_requests_reach_production_unchanged_and_the_configured_share_reaches_shadow() {
+    let dir = scratch("proxy-share");
+    let up = Upstreams::start(&dir);
+    let (listen, admin) = (free_port(), free_port());
+    let config = write_config(
+        &dir,
+        &proxy_config(listen, admin, &up, "[mirror]\npercent = \"10%\"\n"),
+    );
+    let _proxy = Background::start(
+        &["proxy", "--config", config.to_str().unwrap()],
+        &dir,
+        &[listen, admin],
+    );
+
+    let n = 10_000;
+    let mut conn = Conn::open(listen);
+    for i in 0..n {
+        let path = format!("/items/{i}?q=a%20b&n={i}");
+        let reply = conn.request(
+            "GET",
+            &path,
+            &[
+                ("Authorization", "Bearer secret-token"),
+                ("X-Test", "kept as sent"),
+                ("Cookie", "sid=abc123"),
+            ],
+            b"",
+        );
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.body, b"ok");
+    }
+    let shadow = up.settled_shadow_log();
+    let prod = up.log("prod");
+    assert_eq!(prod.len(), n);
+    for (i, r) in prod.iter().enumerate() {
+        assert_eq!(r["method"], "GET");
+        assert_eq!(r["uri"], format!("/items/{i}?q=a%20b&n={i}"));
+        assert_eq!(r["shadow"], "", "production never sees the shadow header");
+        assert_eq!(r["auth"], "Bearer secret-token");
+        assert_eq!(r["cookie"], "sid=abc123");
+        assert_eq!(r["test"], "kept as sent");
+        assert_eq!(r["host"], "test.local");
+        assert_eq!(r["xff"], "127.0.0.1");
+    }
+    let share = shadow.len() as f64 / n as f64;
+    assert!(
+        (share - 0.10).abs() <= 0.01 * 0.10,
+        "shadow got {} of {n} ({share})",
+        shadow.len()
+    );
+    for r in &shadow {
+        assert_eq!(r["shadow"], "1");
+        assert_eq!(r["host"], "test.local", "copies keep the original Host");
+        assert!(
+            !r["auth"].as_str().unwrap().contains("secret-token"),
+            "credentials never reach the shadow: {r}"
+        );
+        assert!(
+            !r["cookie"].as_str().unwrap().contains("abc123"),
+            "cookies never reach the shadow: {r}"
+        );
+    }
+    assert_eq!(
+        metric(
+            admin,
+            "umbra_shadow_copies_total{shadow=\"v2\",outcome=\"sent\"}"
+        ),
+        shadow.len() as f64
+    );
+}
+
+#[test]
+fn bodies_up_to_max_body_reach_the_shadow_whole() {
+    let dir = scratch("proxy-bodies");
+    let up = Upstreams::start(&dir);
+    let (listen, admin) = (free_port(), free_port());
+    let extra = "[mirror]\npercent = \"100%\"\nmax_body = \"64KiB\"\n";
+    let config = write_config(&dir, &proxy_config(listen, admin, &up, extra));
+    let _proxy = Background::start(
+        &["proxy", "--config", config.to_str().unwrap()],
+        &dir,
+        &[listen, admin],
+    );
+
+    // Text bodies (so nginx's JSON-escaped log shows them as they are).
+    let body = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|i| b"abcdefghijklmnopqrstuvwxyz0123456789"[i * 7 % 36])
+            .collect()
+    };
+    let sizes = [1usize, 1000, 16_384, 65_535, 65_536, 65_537, 300_000];
+    let mut conn = Conn::open(listen);
+    for (i, n) in sizes.iter().enumerate() {
+        let reply = conn.request(
+            "POST",
+            &format!("/upload/{i}"),
+            &[("Content-Type", "text/plain")],
+            &body(*n),
+        );
+        assert_eq!(reply.status, 200);
+    }
+    // A chunked body streams through too, and is mirrored when it fits.
+    let chunked = b"POST /upload/chunked HTTP/1.1\r\nHost: test.local\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    conn.send_raw(chunked);
+    assert_eq!(conn.read_reply().expect("reply").status, 200);
+
+    // nginx writes its log line just after the response: read once things settle.
+    let shadow = up.settled_shadow_log();
+    let prod = up.log("prod");
+    let by_uri = |log: &[Value]| -> HashMap<String, String> {
+        log.iter()
+            .map(|r| {
+                (
+                    r["uri"].as_str().unwrap().to_string(),
+                    r["body"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let (prod, shadow) = (by_uri(&prod), by_uri(&shadow));
+    for (i, n) in sizes.iter().enumerate() {
+        let uri = format!("/upload/{i}");
+        let sent = String::from_utf8(body(*n)).unwrap();
+        assert_eq!(prod[&uri].len(), *n, "production gets every body whole");
+        assert_eq!(prod[&uri], sent);
+        if *n <= 65_536 {
+            assert_eq!(
+                shadow.get(&uri),
+                Some(&sent),
+                "a body of {n} bytes fits max_body"
+            );
+        } else {
+            assert!(
+                !shadow.contains_key(&uri),
+                "a body of {n} bytes is over max_body"
+            );
+        }
+    }
+    assert_eq!(prod["/upload/chunked"], "hello world");
+    assert_eq!(shadow["/upload/chunked"], "hello world");
+    assert_eq!(
+        metric(
+            admin,
+            "umbra_mirror_skipped_total{reason=\"body_too_large\"}"
+        ),
+        2.0
+    );
+}
+
+#[test]
+fn consistent_sampling_mirrors_all_or_none_of_a_users_requests() {
+    let dir = scratch("proxy-consistent");
+    let up = Upstreams::start(&dir);
+    let (listen, admin) = (free_port(), free_port());
+    let extra = "[mirror]\npercent = \"30%\"\nkey = \"header:x-user\"\n";
+    let config = write_config(&dir, &proxy_config(listen, admin, &up, extra));
+    let _proxy = Background::start(
+        &["proxy", "--config", config.to_str().unwrap()],
+        &dir,
+        &[listen, admin],
+    );
+
+    let users = 300;
+    let per_user = 8;
+    let mut conn = Conn::open(listen);
+    for round in 0..per_user {
+        for u in 0..users {
+            let user = format!("user-{u}");
+            let reply = conn.request("GET", &format!("/r/{round}"), &[("X-User", &user)], b"");
+            assert_eq!(reply.status, 200);
+        }
+    }
+    let shadow = up.settled_shadow_log();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for r in &shadow {
+        *counts
+            .entry(r["user"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    for (user, c) in &counts {
+        assert_eq!(*c, per_user, "{user}: {c} of {per_user} requests mirrored");
+    }
+    let share = counts.len() as f64 / users as f64;
+    assert!(
+        (0.2..0.4).contains(&share),
+        "{} of {users} users mirrored",
+        counts.len()
+    );
+}
+
+/// A shadow that answers every request after `delay`, on real sockets.
+fn slow_server(delay: Duration, stop: Arc<AtomicBool>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 65536];
+                        while let Ok(n) = s.read(&mut buf) {
+                            if n == 0 {
+                                break;
+                            }
+                            std::thread::sleep(delay);
+                            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow")
+                                .is_err()
+                            {
+                                break;
+                            }
+                        }
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    port
+}
+
+/// Sends `n` requests on each of `clients` connections; returns the slowest one.
+fn hammer(port: u16, clients: usize, n: usize) -> Duration {
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(port);
+                let mut worst = Duration::ZERO;
+                for i in 0..n {
+                    let t = Instant::now();
+                    let reply = conn.request("GET", &format!("/c/{c}/{i}"), &[], b"");
+                    assert_eq!(reply.status, 200, "a live request failed: {reply:?}");
+                    worst = worst.max(t.elapsed());
+                }
+                worst
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .max()
+        .unwrap()
+}
+
+#[test]
+fn a_slow_or_dead_shadow_never_holds_live_requests() {
+    let dir = scratch("proxy-slow-shadow");
+    let up = Upstreams::start(&dir);
+    let stop = Arc::new(AtomicBool::new(false));
+    let slow = slow_server(Duration::from_millis(300), stop.clone());
+    let dead = free_port();
+    for (name, port) in [("slow", slow), ("dead", dead)] {
+        let (listen, admin) = (free_port(), free_port());
+        let text = format!(
+            r#"
+[listen]
+address = "127.0.0.1:{listen}"
+[admin]
+address = "127.0.0.1:{admin}"
+[production]
+servers = [{{ url = "http://127.0.0.1:{prod}" }}]
+[[shadow]]
+name = "{name}"
+url = "http://127.0.0.1:{port}"
+queue = 64
+concurrency = 8
+timeout = "2s"
+[mirror]
+percent = "100%"
+"#,
+            prod = up.prod
+        );
+        let config = write_config(&dir, &text);
+        let proxy = Background::start(
+            &["proxy", "--config", config.to_str().unwrap()],
+            &dir,
+            &[listen, admin],
+        );
+        let rss_before = proxy.rss_kib();
+        // 8 clients x 1500 requests, far more copies than the shadow can take.
+        let worst = hammer(listen, 8, 1500);
+        // The shadow's delay would show in every live request that waited on it;
+        // none did. (Throughput against a fast shadow is measured by bench/proxy-vs-nginx.sh.)
+        assert!(
+            worst < Duration::from_millis(300),
+            "{name} shadow: a live request took {worst:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let dropped = metric(
+            admin,
+            &format!("umbra_shadow_copies_total{{shadow=\"{name}\",outcome=\"queue_full\"}}"),
+        );
+        let queued = metric(
+            admin,
+            &format!("umbra_shadow_copies_total{{shadow=\"{name}\",outcome=\"queued\"}}"),
+        );
+        assert_eq!(
+            dropped + queued,
+            12_000.0,
+            "{name}: every copy is queued or counted as dropped"
+        );
+        if name == "slow" {
+            // 8 at a time for 300 ms each: the queue of 64 overflows.
+            assert!(
+                dropped > 5_000.0,
+                "{name}: the full queue drops copies ({dropped} dropped)"
+            );
+        } else {
+            let failed = metric(
+                admin,
+                "umbra_shadow_copies_total{shadow=\"dead\",outcome=\"failed\"}",
+            );
+            assert!(failed > 0.0, "refused copies are counted");
+        }
+        let rss_after = proxy.rss_kib();
+        assert!(
+            rss_after < rss_before + 64 * 1024,
+            "{name}: memory grew from {rss_before} KiB to {rss_after} KiB"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+}
+
+#[test]
+fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
+    let dir = scratch("proxy-prometheus");
+    let up = Upstreams::start(&dir);
+    let (listen, admin) = (free_port(), free_port());
+    let extra = "[mirror]\npercent = \"50%\"\n";
+    let config = write_config(&dir, &proxy_config(listen, admin, &up, extra));
+    let _proxy = Background::start(
+        &["proxy", "--config", config.to_str().unwrap()],
+        &dir,
+        &[listen, admin],
+    );
+    let mut conn = Conn::open(listen);
+    for i in 0..50 {
+        assert_eq!(
+            conn.request("GET", &format!("/p/{i}"), &[], b"").status,
+            200
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let metrics = get(admin, "/metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/test installs Debian's prometheus package)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&metrics.body)
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        support::text(&out.stdout),
+        support::text(&out.stderr)
+    );
+
+    let web = free_port();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: umbra\n    static_configs:\n      - targets: ['127.0.0.1:{admin}']\n"),
+    )
+    .unwrap();
+    let mut prometheus = std::process::Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+        .spawn()
+        .expect("prometheus (scripts/test installs Debian's prometheus package)");
+    wait_for_port(web);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let query = "/api/v1/query?query=sum(umbra_requests_total%7Brole%3D%22production%22%7D)";
+    let mut seen = None;
+    while Instant::now() < deadline {
+        let reply = get(web, query);
+        if reply.status == 200 {
+            let v: Value = serde_json::from_slice(&reply.body).unwrap();
+            if let Some(value) = v["data"]["result"][0]["value"][1].as_str() {
+                seen = Some(value.to_string());
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    assert_eq!(
+        seen.as_deref(),
+        Some("50"),
+        "Prometheus scraped the proxy's request count"
+    );
+}
+
+#[test]
+fn bad_input_gets_clear_answers_and_never_a_panic() {
+    let dir = scratch("proxy-bad-input");
+    let up = Upstreams::start(&dir);
+    let (listen, admin) = (free_port(), free_port());
+    let dead = free_port();
+    let text = format!(
+        r#"
+[listen]
+address = "127.0.0.1:{listen}"
+header_timeout = "1s"
+max_header_bytes = "16KiB"
+[admin]
+address = "127.0.0.1:{admin}"
+[production]
+servers = [{{ url = "http://127.0.0.1:{prod}" }}]
+"#,
+        prod = up.prod
+    );
+    let config = write_config(&dir, &text);
+    let proxy = Background::start(
+        &["proxy", "--config", config.to_str().unwrap()],
+        &dir,
+        &[listen, admin],
+    );
+
+    // Malformed request line: 400, then the connection closes.
+    let mut c = Conn::open(listen);
+    c.send_raw(b"GARBAGE\r\n\r\n");
+    assert_eq!(c.read_reply().expect("a 400").status, 400);
+    assert!(c.closed_within(Duration::from_secs(2)));
+
+    // Oversized head: 431.
+    let mut c = Conn::open(listen);
+    let big = "a".repeat(40_000);
+    c.send_raw(format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes());
+    assert_eq!(c.read_reply().expect("a 431").status, 431);
+
+    // A client that never finishes its head is cut off after the header timeout.
+    let mut c = Conn::open(listen);
+    c.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n");
+    let t = Instant::now();
+    assert!(c.closed_within(Duration::from_secs(5)), "slow head not cut");
+    assert!(t.elapsed() < Duration::from_secs(5));
+
+    // The proxy still serves after all of that.
+    assert_eq!(get(listen, "/fine").status, 200);
+    assert!(
+        proxy.log().lines().all(|l| !l.contains("panicked")),
+        "{}",
+        proxy.log()
+    );
+    drop(proxy);
+
+    // A dead production upstream: 502 naming it and why.
+    let (listen2, admin2) = (free_port(), free_port());
+    let _dead_proxy = Background::start(
+        &[
+            "proxy",
+            "--listen",
+            &format!("127.0.0.1:{listen2}"),
+            "--production",
+            &format!("http://127.0.0.1:{dead}"),
+            "--admin",
+            &format!("127.0.0.1:{admin2}"),
+        ],
+        &dir,
+        &[listen2, admin2],
+    );
+    let reply = get(listen2, "/x");
+    assert_eq!(reply.status, 502);
+    let why = String::from_utf8(reply.body).unwrap();
+    assert!(
+        why.contains(&format!("127.0.0.1:{dead}")) && why.contains("unreachable"),
+        "{why}"
+    );
+    assert_eq!(
+        get(admin2, "/readyz").status,
+        200,
+        "one failure does not eject"
+    );
+
+    // An invalid config is refused with file, line and key.
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[listen]\naddress = \"127.0.0.1:1\"\n\n[production]\nservers = [{ url = \"http://127.0.0.1:2\", weight = \"heavy\" }]\n",
+    )
+    .unwrap();
+    let out = umbra(&["check", "--config", bad.to_str().unwrap()], &dir);
+    assert_eq!(out.status.code(), Some(1));
+    let err = support::text(&out.stderr);
+    assert!(
+        err.contains("bad.toml")
+            && err.contains("line 5")
+            && err.contains("production.servers[0].weight"),
+        "{err}"
+    );
+    let out = umbra(&["check", "--config", config.to_str().unwrap()], &dir);
+    assert!(out.status.success(), "{}", support::text(&out.stderr));
+    assert!(support::text(&out.stdout).contains("OK"));
+}
+
+#[test]
+fn sighup_reloads_without_dropping_connections_and_sigterm_drains() {
+    let dir = scratch("proxy-reload");
+    let up = Upstreams::start(&dir);
+    let stop = Arc::new(AtomicBool::new(false));
+    let slow_prod = slow_server(Duration::from_millis(700), stop.clone());
+    let (listen, admin) = (free_port(), free_port());
+    let config = write_config(
+        &dir,
+        &proxy_config(listen, admin, &up, "[mirror]\npercent = \"0%\"\n"),
+    );
+    let mut proxy = Background::start(
+        &["proxy", "--config", config.to_str().unwrap()],
+        &dir,
+        &[listen, admin],
+    );
+
+    let mut conn = Conn::open(listen);
+    assert_eq!(conn.request("GET", "/before", &[], b"").status, 200);
+    std::fs::write(
+        &config,
+        proxy_config(listen, admin, &up, "[mirror]\npercent = \"100%\"\n"),
+    )
+    .unwrap();
+    proxy.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(admin, "umbra_config_reloads_total{result=\"ok\"}") < 1.0 {
+        assert!(Instant::now() < deadline, "no reload: {}", proxy.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The same connection keeps working, under the new config.
+    assert_eq!(conn.request("GET", "/after", &[], b"").status, 200);
+    let shadow = up.settled_shadow_log();
+    assert_eq!(shadow.len(), 1);
+    assert_eq!(shadow[0]["uri"], "/after");
+
+    // A broken file is refused and the running config kept.
+    std::fs::write(&config, "[listen\n").unwrap();
+    proxy.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(proxy.log().contains("not reloaded"), "{}", proxy.log());
+    assert_eq!(conn.request("GET", "/still", &[], b"").status, 200);
+
+    // Point production at a slow server, start a request, then SIGTERM: it completes.
+    std::fs::write(
+        &config,
+        proxy_config(listen, admin, &up, "").replace(
+            &format!("http://127.0.0.1:{}\" }}]", up.prod),
+            &format!("http://127.0.0.1:{slow_prod}\" }}]"),
+        ),
+    )
+    .unwrap();
+    proxy.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(admin, "umbra_config_reloads_total{result=\"ok\"}") < 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no second reload: {}",
+            proxy.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let in_flight = std::thread::spawn(move || get(listen, "/slow"));
+    std::thread::sleep(Duration::from_millis(200));
+    proxy.signal("TERM");
+    let reply = in_flight.join().unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, b"slow");
+    let status = proxy
+        .wait(Duration::from_secs(10))
+        .expect("the proxy exits after draining");
+    assert!(status.success(), "{}", proxy.log());
+    stop.store(true, Ordering::Relaxed);
+}
+
+#[test]
+fn exchanges_are_measured_per_profile_and_the_access_log_reads_back() {
+    let dir = scratch("proxy-profiles");
+    let up = Upstreams::start(&dir);
+    // Learn profiles from the bundled shop log, then measure traffic shaped like it.
+    let log = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/shop-access-1k.log");
+    let out = umbra(
+        &["learn", log.to_str().unwrap(), "-o", "profiles.json"],
+        &dir,
+    );
+    assert!(out.status.success(), "{}", support::text(&out.stderr));
+    let (listen, admin) = (free_port(), free_port());
+    let extra = format!(
+        "[mirror]\npercent = \"100%\"\n\n[profiles]\nfile = \"{}\"\n\n[access_log]\npath = \"{}\"\n",
+        dir.join("profiles.json").display(),
+        dir.join("access.log").display()
+    );
+    let config = write_config(&dir, &proxy_config(listen, admin, &up, &extra));
+    let _proxy = Background::start(
+        &["proxy", "--config", config.to_str().unwrap()],
+        &dir,
+        &[listen, admin],
+    );
+    let out = umbra(
+        &[
+            "load",
+            "-p",
+            "profiles.json",
+            "-t",
+            &format!("http://127.0.0.1:{listen}"),
+            "--rate",
+            "200",
+            "--duration",
+            "3s",
+            "--quiet",
+        ],
+        &dir,
+    );
+    assert!(out.status.success(), "{}", support::text(&out.stderr));
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let stats: Value = serde_json::from_slice(&get(admin, "/api/stats").body).unwrap();
+    let set: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("profiles.json")).unwrap()).unwrap();
+    let ids: Vec<&str> = set["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    let series = stats["series"].as_array().unwrap();
+    let live: Vec<&Value> = series
+        .iter()
+        .filter(|s| s["role"] == "production")
+        .collect();
+    assert!(
+        live.len() >= 2,
+        "traffic of several profiles is told apart: {stats}"
+    );
+    for s in series {
+        assert!(ids.contains(&s["profile"].as_str().unwrap()), "{s}");
+    }
+    let compared: u64 = stats["shadow_comparisons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["compared"].as_u64().unwrap())
+        .sum();
+    assert!(
+        compared > 500,
+        "copies are paired with their live twins: {stats}"
+    );
+
+    // The access log is in the format `umbra learn` reads by default.
+    let out = umbra(&["learn", "access.log", "-o", "relearned.json"], &dir);
+    assert!(out.status.success(), "{}", support::text(&out.stderr));
+    let lines = std::fs::read_to_string(dir.join("access.log"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(lines >= 550, "{lines} access log lines");
+}
