@@ -14,7 +14,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -29,6 +29,8 @@ use crate::stats::{SeriesKey, StatsTable};
 
 /// Exchanges waiting for the recorder; beyond this they are counted as lost.
 const QUEUE: usize = 65_536;
+/// How often the recorder drains its queue (65,536 every 10 ms: 6.5 million a second).
+const POLL: Duration = Duration::from_millis(10);
 /// How long a live exchange waits for its shadow twins to be compared.
 const TWIN_TTL: Duration = Duration::from_secs(120);
 /// Pending twins kept at most (memory bound when shadows drop everything).
@@ -199,29 +201,41 @@ impl RecorderThread {
         }
     }
 
+    /// Drains the queue every few milliseconds instead of blocking on it: a
+    /// receiver blocked in `recv` makes every `try_send` on the live path wake it
+    /// with a futex call, which cost a fifth of the proxy's CPU when measured.
     fn run(mut self, rx: Receiver<Exchange>) {
-        let mut batch = Vec::with_capacity(1024);
+        let mut batch = Vec::with_capacity(4096);
         let mut last_housekeeping = Instant::now();
         self.housekeeping();
         loop {
-            match rx.recv_timeout(Duration::from_millis(250)) {
-                Ok(e) => {
-                    batch.push(e);
-                    while batch.len() < 1024 {
-                        match rx.try_recv() {
-                            Ok(e) => batch.push(e),
-                            Err(_) => break,
+            let mut disconnected = false;
+            loop {
+                match rx.try_recv() {
+                    Ok(e) => {
+                        batch.push(e);
+                        if batch.len() == batch.capacity() {
+                            self.process(&mut batch);
                         }
                     }
-                    self.process(&mut batch);
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        disconnected = true;
+                        break;
+                    }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if !batch.is_empty() {
+                self.process(&mut batch);
+            }
+            if disconnected {
+                break;
             }
             if last_housekeeping.elapsed() >= Duration::from_millis(500) {
                 last_housekeeping = Instant::now();
                 self.housekeeping();
             }
+            std::thread::sleep(POLL);
         }
         if let Some(log) = &mut self.log {
             let _ = log.out.flush();
