@@ -101,6 +101,9 @@ pub struct Production {
     pub health: Option<HealthCheck>,
     #[serde(default)]
     pub ejection: Ejection,
+    /// How often each upstream's `metrics` endpoint is read (production and shadow).
+    #[serde(default = "defaults::metrics_interval", with = "duration")]
+    pub metrics_interval: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -582,6 +585,9 @@ mod defaults {
     pub fn max_body() -> ByteSize {
         ByteSize(1 << 20)
     }
+    pub fn metrics_interval() -> Duration {
+        Duration::from_secs(10)
+    }
     pub fn profiles_reload() -> Duration {
         Duration::from_secs(5)
     }
@@ -781,6 +787,7 @@ impl Config {
                 host: HostPolicy::Original,
                 health: None,
                 ejection: Ejection::default(),
+                metrics_interval: defaults::metrics_interval(),
             },
             shadow,
             mirror: Mirror {

@@ -637,7 +637,7 @@ fn build_generation(
             resources.clone(),
             scrape,
             client(Duration::from_secs(2)),
-            resources::SCRAPE_INTERVAL,
+            config.production.metrics_interval,
             stop_rx.clone(),
         ));
     }

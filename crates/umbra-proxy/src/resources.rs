@@ -22,7 +22,6 @@ use crate::config::UpstreamUrl;
 use crate::forward::HttpClient;
 use crate::stats::Exposition;
 
-pub const SCRAPE_INTERVAL: Duration = Duration::from_secs(10);
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(3);
 /// A metrics page larger than this is refused (a misconfigured URL, not metrics).
 const MAX_PAGE: usize = 8 << 20;

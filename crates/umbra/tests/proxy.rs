@@ -787,3 +787,102 @@ fn exchanges_are_measured_per_profile_and_the_access_log_reads_back() {
         .count();
     assert!(lines >= 550, "{lines} access log lines");
 }
+
+#[test]
+fn upstream_cpu_and_memory_are_read_from_their_metrics_endpoints() {
+    let dir = scratch("proxy-resources");
+    let (prod, shadow) = (free_port(), free_port());
+    let d = dir.display();
+    let servers = format!(
+        r#"
+  server {{ listen 127.0.0.1:{prod}; location = /metrics {{ default_type text/plain; alias {d}/prod-metrics.txt; }}
+           location / {{ return 200 "ok"; }} }}
+  server {{ listen 127.0.0.1:{shadow}; location = /metrics {{ default_type text/plain; alias {d}/node-metrics.txt; }}
+           location / {{ return 200 "ok"; }} }}
+"#
+    );
+    let write = |cpu: f64, idle: f64| {
+        std::fs::write(
+            dir.join("prod-metrics.txt"),
+            format!("# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu}\nprocess_resident_memory_bytes 2.5e+08\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("node-metrics.txt"),
+            format!(
+                "node_cpu_seconds_total{{cpu=\"0\",mode=\"idle\"}} {idle}\nnode_cpu_seconds_total{{cpu=\"0\",mode=\"user\"}} {cpu}\n\
+                 node_memory_MemTotal_bytes 8e+09\nnode_memory_MemAvailable_bytes 6e+09\n"
+            ),
+        )
+        .unwrap();
+    };
+    write(100.0, 5000.0);
+    let _nginx = Nginx::with_servers(&dir, &servers, &[prod, shadow]);
+    let (listen, admin) = (free_port(), free_port());
+    let text = format!(
+        r#"
+[listen]
+address = "127.0.0.1:{listen}"
+[admin]
+address = "127.0.0.1:{admin}"
+[production]
+servers = [{{ url = "http://127.0.0.1:{prod}", metrics = "http://127.0.0.1:{prod}/metrics" }}]
+metrics_interval = "500ms"
+[[shadow]]
+name = "v2"
+url = "http://127.0.0.1:{shadow}"
+metrics = "http://127.0.0.1:{shadow}/metrics"
+"#
+    );
+    let config = write_config(&dir, &text);
+    let _proxy = Background::start(
+        &["proxy", "--config", config.to_str().unwrap()],
+        &dir,
+        &[listen, admin],
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    // Between two scrapes the counters rise by one CPU-second per second or so.
+    let start = Instant::now();
+    let mut cpu = 100.0;
+    let mut seen = (0.0, 0.0);
+    while start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(250));
+        cpu += 0.25;
+        write(cpu, 5000.0);
+        seen = (
+            metric(
+                admin,
+                &format!(
+                    "umbra_upstream_cpu_cores{{role=\"production\",upstream=\"127.0.0.1:{prod}\"}}"
+                ),
+            ),
+            metric(
+                admin,
+                "umbra_upstream_cpu_cores{role=\"shadow\",upstream=\"v2\"}",
+            ),
+        );
+        if seen.0 > 0.0 && seen.1 > 0.0 {
+            break;
+        }
+    }
+    assert!(
+        (0.3..3.0).contains(&seen.0) && (0.3..3.0).contains(&seen.1),
+        "cpu cores read: {seen:?}"
+    );
+    assert_eq!(
+        metric(
+            admin,
+            &format!(
+                "umbra_upstream_memory_bytes{{role=\"production\",upstream=\"127.0.0.1:{prod}\"}}"
+            )
+        ),
+        2.5e8
+    );
+    assert_eq!(
+        metric(
+            admin,
+            "umbra_upstream_memory_bytes{role=\"shadow\",upstream=\"v2\"}"
+        ),
+        2e9
+    );
+}
