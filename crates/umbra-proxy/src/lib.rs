@@ -713,7 +713,7 @@ pub fn check(config: &Config) -> Result<Vec<String>, String> {
         ));
     }
     notes.push(format!(
-        "mirror: {} of requests, {} rules, bodies up to {} bytes",
+        "mirror: {} of requests by default, per-route rules: {}, bodies up to {} bytes",
         config.mirror.percent,
         config.mirror.rules.len(),
         config.mirror.max_body.0

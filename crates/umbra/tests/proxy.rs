@@ -886,3 +886,24 @@ metrics = "http://127.0.0.1:{shadow}/metrics"
         2e9
     );
 }
+
+#[test]
+fn the_documented_example_config_is_valid() {
+    let dir = scratch("proxy-example");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/umbra.toml");
+    let out = umbra(&["check", "--config", example.to_str().unwrap()], &dir);
+    assert!(out.status.success(), "{}", support::text(&out.stderr));
+    // The commented-out rule block parses too, once uncommented.
+    let text = std::fs::read_to_string(&example).unwrap();
+    let rules: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("# [[mirror.rules]]"))
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| format!("{}\n", l.trim_start_matches("# ").split("   #").next().unwrap()))
+        .collect();
+    let variant = text.replace("# [[mirror.rules]]", "").replace("\n# targets = [\"v2\"]\n", "\n") + "\n" + &rules;
+    std::fs::write(dir.join("variant.toml"), variant).unwrap();
+    let out = umbra(&["check", "--config", "variant.toml"], &dir);
+    assert!(out.status.success(), "{}", support::text(&out.stderr));
+    assert!(support::text(&out.stdout).contains("per-route rules: 1"), "{}", support::text(&out.stdout));
+}
