@@ -33,9 +33,9 @@ pub struct Config {
     pub profiles: Option<Profiles>,
     #[serde(default)]
     pub access_log: Option<AccessLog>,
-    /// The masking rules belong to `umbra-mask`; the proxy only carries them.
+    /// The masking rules of the copies (see `umbra-mask`).
     #[serde(default)]
-    pub mask: Option<toml::Table>,
+    pub mask: Option<umbra_mask::MaskConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

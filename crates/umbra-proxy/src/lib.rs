@@ -19,8 +19,6 @@ pub mod config;
 pub mod forward;
 mod health;
 mod log;
-mod mask_shim;
-use mask_shim as umbra_mask;
 pub mod mirror;
 pub mod pool;
 pub mod record;
@@ -562,12 +560,7 @@ fn build_generation(
 ) -> Result<Generation, String> {
     let masker = match &config.mask {
         None => umbra_mask::Masker::defaults(),
-        Some(table) => {
-            let mask_config: umbra_mask::MaskConfig = toml::Value::Table(table.clone())
-                .try_into()
-                .map_err(|e| format!("[mask]: {e}"))?;
-            umbra_mask::Masker::new(&mask_config).map_err(|e| format!("[mask]: {e}"))?
-        }
+        Some(mask) => umbra_mask::Masker::new(mask).map_err(|e| format!("[mask]: {e}"))?,
     };
     let masker = Arc::new(masker);
     let tls = match &config.listen.tls {
@@ -674,16 +667,20 @@ impl ConfigSource {
 /// the TLS files, the access-log format and the profile set. Returns a summary.
 pub fn check(config: &Config) -> Result<Vec<String>, String> {
     let mut notes = Vec::new();
-    match &config.mask {
-        None => notes.push("masking: the default rules".to_string()),
-        Some(table) => {
-            let mask_config: umbra_mask::MaskConfig = toml::Value::Table(table.clone())
-                .try_into()
-                .map_err(|e| format!("[mask]: {e}"))?;
-            umbra_mask::Masker::new(&mask_config).map_err(|e| format!("[mask]: {e}"))?;
-            notes.push("masking: the [mask] rules".to_string());
-        }
-    }
+    let masker = match &config.mask {
+        None => umbra_mask::Masker::defaults(),
+        Some(mask) => umbra_mask::Masker::new(mask).map_err(|e| format!("[mask]: {e}"))?,
+    };
+    notes.push(format!(
+        "masking: {} ({}); hash secret: {}",
+        if config.mask.is_some() {
+            "the [mask] rules"
+        } else {
+            "the default rules"
+        },
+        masker.rule_names().collect::<Vec<_>>().join(", "),
+        masker.secret_source()
+    ));
     if let Some(t) = &config.listen.tls {
         server::tls_config(&t.cert, &t.key).map_err(|e| format!("listen.tls: {e}"))?;
     }

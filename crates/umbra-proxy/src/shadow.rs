@@ -21,7 +21,6 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::config::{HostPolicy, UpstreamUrl};
 use crate::forward::{HttpClient, strip_hop_by_hop, upstream_uri};
-use crate::mask_shim as umbra_mask;
 use crate::record::{Exchange, Recorder, RequestInfo, Role};
 use crate::stats::Exposition;
 
@@ -291,8 +290,18 @@ impl Dispatcher {
         match self.masker.mask(&mut copy) {
             Ok(report) => {
                 let mut masked = self.mirror.masked.lock().unwrap_or_else(|p| p.into_inner());
-                for (rule, n) in report.counts() {
-                    *masked.entry(rule.to_string()).or_default() += n as u64;
+                for (rule, n) in report.masked() {
+                    *masked.entry(rule.to_string()).or_default() += *n as u64;
+                }
+                if let Some(why) = report.body_stripped() {
+                    // Sent without its body, as `on_failure` asks: count it with the drops.
+                    *self
+                        .mirror
+                        .mask_dropped
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(format!("body_stripped_{}", why.as_str()))
+                        .or_default() += 1;
                 }
             }
             Err(dropped) => {

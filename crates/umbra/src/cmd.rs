@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
 pub mod demo;
+pub mod detect;
 pub mod generate;
 pub mod learn;
 pub mod load;
+pub mod mask;
 pub mod profiles;
 pub mod proxy;

@@ -41,7 +41,9 @@ enum Command {
     Profiles(cmd::profiles::ProfilesCommand),
     GenerateLog(cmd::generate::GenerateArgs),
     Load(cmd::load::LoadArgs),
+    Mask(cmd::mask::MaskArgs),
     Demo(cmd::demo::DemoArgs),
+    Detect(cmd::detect::DetectArgs),
     Proxy(cmd::proxy::ProxyArgs),
     Check(cmd::proxy::CheckArgs),
 }
@@ -53,7 +55,9 @@ fn main() -> ExitCode {
         Command::Profiles(c) => cmd::profiles::run(c),
         Command::GenerateLog(args) => cmd::generate::run(args),
         Command::Load(args) => cmd::load::run(args),
+        Command::Mask(args) => cmd::mask::run(args),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Detect(args) => cmd::detect::run(args),
         Command::Proxy(args) => cmd::proxy::run(args),
         Command::Check(args) => cmd::proxy::check(args),
     };

@@ -5,6 +5,8 @@
 //! whole request body: `proxy_pass` to a sink makes nginx read the body, so
 //! `$request_body` is filled).
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod support;
 
 use std::collections::HashMap;
@@ -899,11 +901,263 @@ fn the_documented_example_config_is_valid() {
         .lines()
         .skip_while(|l| !l.starts_with("# [[mirror.rules]]"))
         .take_while(|l| l.starts_with('#'))
-        .map(|l| format!("{}\n", l.trim_start_matches("# ").split("   #").next().unwrap()))
+        .map(|l| {
+            format!(
+                "{}\n",
+                l.trim_start_matches("# ").split("   #").next().unwrap()
+            )
+        })
         .collect();
-    let variant = text.replace("# [[mirror.rules]]", "").replace("\n# targets = [\"v2\"]\n", "\n") + "\n" + &rules;
+    let variant = text
+        .replace("# [[mirror.rules]]", "")
+        .replace("\n# targets = [\"v2\"]\n", "\n")
+        + "\n"
+        + &rules;
     std::fs::write(dir.join("variant.toml"), variant).unwrap();
     let out = umbra(&["check", "--config", "variant.toml"], &dir);
     assert!(out.status.success(), "{}", support::text(&out.stderr));
-    assert!(support::text(&out.stdout).contains("per-route rules: 1"), "{}", support::text(&out.stdout));
+    assert!(
+        support::text(&out.stdout).contains("per-route rules: 1"),
+        "{}",
+        support::text(&out.stdout)
+    );
+}
+
+/// A server that keeps every request it receives, raw, and answers 200.
+fn capture_server() -> (u16, Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { break };
+            let keep = keep.clone();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream);
+                loop {
+                    use std::io::BufRead;
+                    let mut head = Vec::new();
+                    loop {
+                        let mut line = Vec::new();
+                        match reader.read_until(b'\n', &mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        head.extend_from_slice(&line);
+                        if line == b"\r\n" {
+                            break;
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                    let length: usize = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    head.extend_from_slice(&body);
+                    keep.lock().unwrap().push(head);
+                    if reader
+                        .get_mut()
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// Splits a raw request into its lower-cased head and its body.
+fn split_request(raw: &[u8]) -> (String, Vec<u8>) {
+    let at = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a whole head")
+        + 4;
+    (
+        String::from_utf8_lossy(&raw[..at]).to_ascii_lowercase(),
+        raw[at..].to_vec(),
+    )
+}
+
+#[test]
+fn copies_are_masked_and_production_gets_the_original_bytes() {
+    use flate2::{Compression, read::GzDecoder, write::GzEncoder};
+    let dir = scratch("proxy-masking");
+    let (prod, prod_seen) = capture_server();
+    let (shadow, shadow_seen) = capture_server();
+    let (listen, admin) = (free_port(), free_port());
+    let _proxy = Background::start(
+        &[
+            "proxy",
+            "--listen",
+            &format!("127.0.0.1:{listen}"),
+            "--production",
+            &format!("http://127.0.0.1:{prod}"),
+            "--shadow",
+            &format!("http://127.0.0.1:{shadow}"),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ],
+        &dir,
+        &[listen, admin],
+    );
+    let json = br#"{"user":{"email":"jane.doe@example.com","phone":"+14155552671"},"card":"4111 1111 1111 1111","note":"call me"}"#;
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(json).unwrap();
+    let compressed = gz.finish().unwrap();
+    let mut conn = Conn::open(listen);
+    let reply = conn.request(
+        "POST",
+        "/orders?email=jane.doe@example.com",
+        &[
+            ("Content-Type", "application/json"),
+            ("Content-Encoding", "gzip"),
+            (
+                "Authorization",
+                "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig",
+            ),
+        ],
+        &compressed,
+    );
+    assert_eq!(reply.status, 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while shadow_seen.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no copy reached the shadow");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Production: the very bytes sent.
+    let prod_raw = prod_seen.lock().unwrap()[0].clone();
+    let (prod_head, prod_body) = split_request(&prod_raw);
+    assert_eq!(prod_body, compressed);
+    assert!(
+        prod_head.contains("post /orders?email=jane.doe@example.com http/1.1"),
+        "{prod_head}"
+    );
+    assert!(
+        prod_head.contains("authorization: bearer eyj"),
+        "{prod_head}"
+    );
+    // Shadow: masked, still gzip, still JSON, with a Content-Length that fits.
+    let shadow_raw = shadow_seen.lock().unwrap()[0].clone();
+    let (head, body) = split_request(&shadow_raw);
+    assert!(head.contains("x-umbra-shadow: 1"), "{head}");
+    assert!(
+        !head.contains("jane.doe@example.com"),
+        "query string masked: {head}"
+    );
+    assert!(
+        !head.contains("eyjhbgcioijiuzi1nij9"),
+        "authorization masked: {head}"
+    );
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(
+        head.contains(&format!("content-length: {}", body.len())),
+        "{head}"
+    );
+    let mut decoded = String::new();
+    GzDecoder::new(&body[..])
+        .read_to_string(&mut decoded)
+        .expect("the masked body is still gzip");
+    let v: Value = serde_json::from_str(&decoded).expect("the masked body is still JSON");
+    for secret in [
+        "jane.doe@example.com",
+        "4111 1111 1111 1111",
+        "4111111111111111",
+        "4155552671",
+    ] {
+        assert!(
+            !decoded.contains(secret),
+            "{secret} reached the shadow: {decoded}"
+        );
+    }
+    assert_eq!(
+        v["note"], "call me",
+        "text without private data is left alone"
+    );
+    assert!(metric(admin, "umbra_mask_fields_total") >= 4.0);
+}
+
+#[test]
+fn a_changed_profiles_file_is_picked_up_while_running() {
+    let dir = scratch("proxy-profiles-reload");
+    let up = Upstreams::start(&dir);
+    let log = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/shop-access-1k.log");
+    for (k, out) in [("3", "three.json"), ("6", "six.json")] {
+        let o = umbra(&["learn", log.to_str().unwrap(), "--k", k, "-o", out], &dir);
+        assert!(o.status.success(), "{}", support::text(&o.stderr));
+    }
+    std::fs::copy(dir.join("three.json"), dir.join("profiles.json")).unwrap();
+    let (listen, admin) = (free_port(), free_port());
+    let extra = format!(
+        "[profiles]\nfile = \"{}\"\nreload = \"100ms\"\n",
+        dir.join("profiles.json").display()
+    );
+    let config = write_config(&dir, &proxy_config(listen, admin, &up, &extra));
+    let _proxy = Background::start(
+        &["proxy", "--config", config.to_str().unwrap()],
+        &dir,
+        &[listen, admin],
+    );
+    let ids = |file: &str| -> Vec<String> {
+        let v: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+        v["profiles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let seen_profiles = || -> Vec<String> {
+        let stats: Value = serde_json::from_slice(&get(admin, "/api/stats").body).unwrap();
+        stats["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["profile"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let send = |n: usize| {
+        let mut conn = Conn::open(listen);
+        for i in 0..n {
+            assert_eq!(
+                conn.request(
+                    "GET",
+                    &format!("/filter/b{i}"),
+                    &[("User-Agent", "Mozilla/5.0")],
+                    b""
+                )
+                .status,
+                200
+            );
+        }
+    };
+    send(20);
+    std::thread::sleep(Duration::from_millis(400));
+    let first = seen_profiles();
+    assert!(
+        !first.is_empty() && first.iter().all(|p| ids("three.json").contains(p)),
+        "{first:?}"
+    );
+    // Replace the file as `umbra learn` does (write, then rename) and keep sending.
+    std::fs::copy(dir.join("six.json"), dir.join("next.json")).unwrap();
+    std::fs::rename(dir.join("next.json"), dir.join("profiles.json")).unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    send(20);
+    std::thread::sleep(Duration::from_millis(400));
+    let six = ids("six.json");
+    let now = seen_profiles();
+    assert!(
+        now.iter().any(|p| six.contains(p)),
+        "after the change: {now:?}, six: {six:?}"
+    );
 }

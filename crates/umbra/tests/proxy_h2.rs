@@ -1,6 +1,8 @@
 //! HTTP/2 through `umbra proxy`: h2c by prior knowledge, and TLS with ALPN
 //! (h2 and http/1.1) on a certificate made for the test.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod support;
 
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! folders, free ports and a real nginx on 127.0.0.1.
 
 // Each test binary uses a different part of this module.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
