@@ -16,6 +16,8 @@
 #   plain        no mirroring
 #   mirror-fast  100% mirrored to the fast shadow
 #   mirror-slow  100% mirrored to the 300 ms shadow
+# and umbra alone mirroring to the fast shadow with masking off, for the cost of
+# the default masking rules (issue 5).
 # Prints each figure, the ratios the issue asks for, and one JSON object.
 #
 # Usage: [UMBRA=binary] bench/proxy-vs-nginx.sh [SECONDS] [ROUNDS]   (defaults: 10 and 2)
@@ -169,6 +171,25 @@ measure_umbra() {
   case $1 in
     mirror-fast) args+=(--shadow "http://127.0.0.1:$fast" --mirror 100%) ;;
     mirror-slow) args+=(--shadow "http://127.0.0.1:$slow" --mirror 100%) ;;
+    mirror-fast-nomask)
+      # The same as mirror-fast with masking switched off: no default rules, detectors nowhere.
+      cat >"$tmp/nomask.toml" <<CONF
+[listen]
+address = "127.0.0.1:$listen"
+[admin]
+address = "127.0.0.1:$admin"
+[production]
+servers = [{ url = "http://127.0.0.1:$prod" }]
+[[shadow]]
+name = "shadow"
+url = "http://127.0.0.1:$fast"
+[mirror]
+percent = "100%"
+[mask]
+defaults = false
+scan = []
+CONF
+      args=(proxy --config "$tmp/nomask.toml" --threads 1) ;;
   esac
   "${pin_proxy[@]}" "$umbra" "${args[@]}" 2>"$tmp/umbra.err" &
   local pid=$!
@@ -193,10 +214,18 @@ for case in plain mirror-fast mirror-slow; do
     echo "$case $n_rps $n_p99 $u_rps $u_p99 $rss $dropped" >>"$results"
   done
 done
+# Masking on (mirror-fast above) against off, umbra alone.
+for round in $(seq "$rounds"); do
+  measure_umbra mirror-fast-nomask >"$tmp/u.txt"
+  read -r u_rps u_p99 <"$tmp/u.txt"
+  echo "mirror-fast, masking off, round $round: umbra $u_rps req/s p99 ${u_p99} ms"
+  echo "$u_rps" >>"$tmp/nomask.txt"
+done
 
-python3 - "$results" "$secs" "$rounds" <<'PY'
+python3 - "$results" "$secs" "$rounds" "$tmp/nomask.txt" <<'PY'
 import json, sys
 rows = [l.split() for l in open(sys.argv[1])]
+nomask = [float(l) for l in open(sys.argv[4])]
 by = {}
 for case, n_rps, n_p99, u_rps, u_p99, rss, dropped in rows:
     d = by.setdefault(case, {"nginx_rps": [], "nginx_p99_ms": [], "umbra_rps": [], "umbra_p99_ms": [], "umbra_peak_rss_mib": [], "copies_dropped": []})
@@ -212,12 +241,14 @@ ratios = {
     "mirror_slow_throughput_over_own_fast": mean(s["umbra_rps"]) / mean(f["umbra_rps"]),
     "mirror_slow_p99_over_own_fast": mean(s["umbra_p99_ms"]) / mean(f["umbra_p99_ms"]),
     "mirror_slow_nginx_throughput_over_umbra": mean(s["nginx_rps"]) / mean(s["umbra_rps"]),
+    "masking_on_over_off": mean(f["umbra_rps"]) / mean(nomask),
 }
 print()
 print(f"plain:        umbra/nginx throughput {ratios['plain_throughput_umbra_over_nginx']:.3f} (target >= 1.0), p99 ratio {ratios['plain_p99_umbra_over_nginx']:.3f} (target <= 1.0)")
 print(f"mirror fast:  umbra / nginx-with-mirror throughput {ratios['mirror_fast_throughput_umbra_over_nginx_mirror']:.2f} (target >= 3)")
 print(f"mirror slow:  umbra slow / umbra fast throughput {ratios['mirror_slow_throughput_over_own_fast']:.3f} (target >= 0.9), p99 {ratios['mirror_slow_p99_over_own_fast']:.3f} (target <= 1.2)")
+print(f"masking:      umbra mirror-fast with default masking / without {ratios['masking_on_over_off']:.3f} (target >= 0.9)")
 print(f"              nginx with a 300 ms mirror: {mean(s['nginx_rps']):.0f} req/s, p99 {mean(s['nginx_p99_ms']):.0f} ms (its mirror holds the client's next request)")
 print(json.dumps({"bench": "proxy-vs-nginx", "seconds": int(sys.argv[2]), "rounds": int(sys.argv[3]), "connections": 64,
-                  "cases": by, "ratios": {k: round(v, 4) for k, v in ratios.items()}}))
+                  "cases": by, "umbra_mirror_fast_nomask_rps": nomask, "ratios": {k: round(v, 4) for k, v in ratios.items()}}))
 PY
