@@ -1161,3 +1161,71 @@ fn a_changed_profiles_file_is_picked_up_while_running() {
         "after the change: {now:?}, six: {six:?}"
     );
 }
+
+#[test]
+fn two_proxies_with_one_secret_mask_alike_and_another_secret_differs() {
+    let dir = scratch("proxy-mask-secret");
+    let (shadow, seen) = capture_server();
+    let (prod, _) = capture_server();
+    let mut proxies = Vec::new();
+    let mut ports = Vec::new();
+    for secret in [
+        "first-secret-0123456789abcdef",
+        "first-secret-0123456789abcdef",
+        "other-secret-0123456789abcdef",
+    ] {
+        let listen = free_port();
+        let args = [
+            "proxy",
+            "--listen",
+            &format!("127.0.0.1:{listen}"),
+            "--production",
+            &format!("http://127.0.0.1:{prod}"),
+            "--shadow",
+            &format!("http://127.0.0.1:{shadow}"),
+        ]
+        .map(String::from);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        proxies.push(Background::start_with_env(
+            &args,
+            &[("UMBRA_MASK_SECRET", secret)],
+            &dir,
+            &[listen],
+        ));
+        ports.push(listen);
+    }
+    let body = br#"{"email":"jane.doe@example.com","card":"4111111111111111"}"#;
+    let mut copies = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        for _ in 0..2 {
+            let mut conn = Conn::open(*port);
+            let reply = conn.request(
+                "POST",
+                "/signup",
+                &[("Content-Type", "application/json")],
+                body,
+            );
+            assert_eq!(reply.status, 200);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seen.lock().unwrap().len() < 2 * (i + 1) {
+            assert!(Instant::now() < deadline, "copies did not arrive");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let all = seen.lock().unwrap();
+        let (_, a) = split_request(&all[2 * i]);
+        let (_, b) = split_request(&all[2 * i + 1]);
+        assert_eq!(a, b, "the same input gives the same tokens on one proxy");
+        copies.push(String::from_utf8(a).unwrap());
+    }
+    assert!(
+        !copies[0].contains("jane.doe@example.com") && !copies[0].contains("4111111111111111"),
+        "{}",
+        copies[0]
+    );
+    assert_eq!(
+        copies[0], copies[1],
+        "two proxies with the same secret mask alike"
+    );
+    assert_ne!(copies[0], copies[2], "another secret gives other tokens");
+}

@@ -150,12 +150,23 @@ pub struct Background {
 
 impl Background {
     pub fn start(args: &[&str], dir: &Path, wait: &[u16]) -> Background {
+        Background::start_with_env(args, &[], dir, wait)
+    }
+
+    /// Like `start`, with extra environment variables.
+    pub fn start_with_env(
+        args: &[&str],
+        env: &[(&str, &str)],
+        dir: &Path,
+        wait: &[u16],
+    ) -> Background {
         let stderr = dir.join(format!(
             "umbra-{}.stderr",
             args.first().copied().unwrap_or("run")
         ));
         let child = Command::new(env!("CARGO_BIN_EXE_umbra"))
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
