@@ -53,40 +53,10 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start(dir: &Path) -> Nginx {
-        assert!(
-            Path::new(NGINX).exists(),
-            "{NGINX} is missing: scripts/test installs nginx-light"
-        );
         let port = free_port();
-        let d = dir.display();
-        let conf = format!(
-            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-             events {{ worker_connections 4096; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n\
-             fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n\
-             keepalive_requests 1000000;\n\
-             server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\"; }} }}\n}}\n"
-        );
-        let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new(NGINX)
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-p")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nginx did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Nginx {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
+        let server =
+            format!("server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\"; }} }}");
+        Nginx::with_servers(dir, &server, &[port])
     }
 }
 
