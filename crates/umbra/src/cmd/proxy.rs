@@ -107,10 +107,17 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             config.admin = Some(umbra_proxy::config::Admin { address: a });
         }
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = args.threads {
-        runtime.worker_threads(n.max(1));
-    }
+    // One thread: a current-thread runtime, which skips the work-stealing
+    // scheduler's bookkeeping (shadow work has its own runtime either way).
+    let mut runtime = match args.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.max(1));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = runtime
         .enable_all()
         .build()
