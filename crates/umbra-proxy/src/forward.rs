@@ -373,7 +373,8 @@ pub fn upstream_uri(base: &UpstreamUrl, uri: &Uri) -> Result<Uri, String> {
     Uri::from_parts(parts).map_err(|e| format!("cannot address {uri} on {base}: {e}"))
 }
 
-fn apply_host(headers: &mut HeaderMap, policy: &HostPolicy, url: &UpstreamUrl) {
+/// Sets the `Host` an upstream receives, per its policy (production and shadows alike).
+pub fn apply_host(headers: &mut HeaderMap, policy: &HostPolicy, url: &UpstreamUrl) {
     match policy {
         HostPolicy::Original => {}
         HostPolicy::Upstream => {

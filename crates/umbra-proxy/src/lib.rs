@@ -558,11 +558,7 @@ fn build_generation(
     resources: &Arc<Resources>,
     background: &tokio::runtime::Handle,
 ) -> Result<Generation, String> {
-    let masker = match &config.mask {
-        None => umbra_mask::Masker::defaults(),
-        Some(mask) => umbra_mask::Masker::new(mask).map_err(|e| format!("[mask]: {e}"))?,
-    };
-    let masker = Arc::new(masker);
+    let masker = Arc::new(masker(&config)?);
     let tls = match &config.listen.tls {
         Some(t) => Some(TlsAcceptor::from(Arc::new(server::tls_config(
             &t.cert, &t.key,
@@ -663,14 +659,19 @@ impl ConfigSource {
     }
 }
 
+/// The masker of a config: its `[mask]` rules, or the safe defaults without them.
+fn masker(config: &Config) -> Result<umbra_mask::Masker, String> {
+    match &config.mask {
+        None => Ok(umbra_mask::Masker::defaults()),
+        Some(mask) => umbra_mask::Masker::new(mask).map_err(|e| format!("[mask]: {e}")),
+    }
+}
+
 /// Everything `Proxy::start` would check, without starting: the masking rules,
 /// the TLS files, the access-log format and the profile set. Returns a summary.
 pub fn check(config: &Config) -> Result<Vec<String>, String> {
     let mut notes = Vec::new();
-    let masker = match &config.mask {
-        None => umbra_mask::Masker::defaults(),
-        Some(mask) => umbra_mask::Masker::new(mask).map_err(|e| format!("[mask]: {e}"))?,
-    };
+    let masker = masker(config)?;
     notes.push(format!(
         "masking: {} ({}); hash secret: {}",
         if config.mask.is_some() {

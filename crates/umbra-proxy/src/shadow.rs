@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, Full};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::config::{HostPolicy, UpstreamUrl};
-use crate::forward::{HttpClient, strip_hop_by_hop, upstream_uri};
+use crate::forward::{HttpClient, apply_host, strip_hop_by_hop, upstream_uri};
 use crate::record::{Exchange, Recorder, RequestInfo, Role};
 use crate::stats::Exposition;
 
@@ -320,19 +320,7 @@ impl Dispatcher {
         let mut headers = copy.headers;
         strip_hop_by_hop(&mut headers);
         headers.insert(SHADOW_HEADER, HeaderValue::from_static("1"));
-        match &self.host {
-            HostPolicy::Original => {}
-            HostPolicy::Upstream => {
-                if let Ok(v) = HeaderValue::from_str(self.url.authority()) {
-                    headers.insert(http::header::HOST, v);
-                }
-            }
-            HostPolicy::Fixed(h) => {
-                if let Ok(v) = HeaderValue::from_str(h) {
-                    headers.insert(http::header::HOST, v);
-                }
-            }
-        }
+        apply_host(&mut headers, &self.host, &self.url);
         if !headers.contains_key(http::header::HOST)
             && let Some(a) = job
                 .uri
