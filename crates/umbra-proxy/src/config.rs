@@ -36,6 +36,14 @@ pub struct Config {
     /// The masking rules of the copies (see `umbra-mask`).
     #[serde(default)]
     pub mask: Option<umbra_mask::MaskConfig>,
+    /// Sections the `umbra` binary reads itself (with [`parse_toml`]); the proxy
+    /// lets them through unread.
+    #[serde(default)]
+    pub analysis: Option<de::IgnoredAny>,
+    #[serde(default)]
+    pub alerts: Option<de::IgnoredAny>,
+    #[serde(default)]
+    pub store: Option<de::IgnoredAny>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -508,7 +516,7 @@ impl<'de> Deserialize<'de> for UpstreamUrl {
 }
 
 /// Durations as humantime strings (`10s`, `250ms`, `1m30s`).
-mod duration {
+pub mod duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, de};
@@ -620,29 +628,11 @@ impl Config {
 
     /// Parses and checks `text`, naming it `file` in errors.
     pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
+        let config: Config = parse_toml(file, text)?;
+        config.check().map_err(|message| ConfigError::Invalid {
             file: file.to_string(),
             message,
-        };
-        let deserializer = toml::Deserializer::new(text);
-        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let key = e.path().to_string();
-            let inner = e.into_inner();
-            let position = inner
-                .span()
-                .map(|span| {
-                    let (line, column) = line_column(text, span.start);
-                    format!("line {line}, column {column}, ")
-                })
-                .unwrap_or_default();
-            let key = if key == "." || key.is_empty() {
-                String::new()
-            } else {
-                format!("key {key}: ")
-            };
-            invalid(format!("{position}{key}{}", inner.message().trim()))
         })?;
-        config.check().map_err(invalid)?;
         Ok(config)
     }
 
@@ -803,6 +793,9 @@ impl Config {
                 format: defaults::log_format(),
             }),
             mask: None,
+            analysis: None,
+            alerts: None,
+            store: None,
         };
         config.check().map_err(invalid)?;
         Ok(config)
@@ -819,6 +812,32 @@ pub struct Flags {
     pub admin: Option<SocketAddr>,
     pub profiles: Option<PathBuf>,
     pub access_log: Option<PathBuf>,
+}
+
+/// Deserialises `text` (TOML) into `T`, naming the file, line, column and key
+/// of the first bad value. The binary reads its own sections of `umbra.toml` with it.
+pub fn parse_toml<T: de::DeserializeOwned>(file: &str, text: &str) -> Result<T, ConfigError> {
+    let deserializer = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let position = inner
+            .span()
+            .map(|span| {
+                let (line, column) = line_column(text, span.start);
+                format!("line {line}, column {column}, ")
+            })
+            .unwrap_or_default();
+        let key = if key == "." || key.is_empty() {
+            String::new()
+        } else {
+            format!("key {key}: ")
+        };
+        ConfigError::Invalid {
+            file: file.to_string(),
+            message: format!("{position}{key}{}", inner.message().trim()),
+        }
+    })
 }
 
 /// 1-based line and column of a byte offset.

@@ -122,11 +122,20 @@ pub struct ProxyHandle {
 impl Proxy {
     /// Binds the listener and starts serving. Must be called inside a Tokio runtime.
     pub async fn start(config: Config) -> Result<Proxy, StartError> {
+        Proxy::start_observed(config, None).await
+    }
+
+    /// [`Proxy::start`], with every measured exchange also handed to `observer`
+    /// on the recorder thread.
+    pub async fn start_observed(
+        config: Config,
+        observer: Option<Box<dyn record::Observer>>,
+    ) -> Result<Proxy, StartError> {
         let (handle, background, background_thread) =
             background_runtime().map_err(StartError::Runtime)?;
         let stats = Arc::new(Mutex::new(StatsTable::default()));
         let settings = Arc::new(Mutex::new(recorder_settings(&config)?));
-        let (recorder, recorder_thread) = record::start(stats.clone(), settings.clone());
+        let (recorder, recorder_thread) = record::start(stats.clone(), settings.clone(), observer);
         let mirror_counters = Arc::new(MirrorCounters::default());
         let resources = Arc::new(Resources::default());
         let config = Arc::new(config);

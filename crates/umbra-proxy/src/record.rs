@@ -125,6 +125,13 @@ impl Recorder {
     }
 }
 
+/// Receives every finished exchange with the id of the profile it was
+/// classified into, on the recorder thread (never on the live path). The binary
+/// feeds the analysis through it.
+pub trait Observer: Send {
+    fn exchange(&mut self, e: &Exchange, profile: &Arc<str>);
+}
+
 /// Settings the recorder thread can take anew on a reload.
 pub struct RecorderSettings {
     pub profiles: Option<(PathBuf, Duration)>,
@@ -136,6 +143,7 @@ pub struct RecorderSettings {
 pub fn start(
     stats: Arc<Mutex<StatsTable>>,
     settings: Arc<Mutex<RecorderSettings>>,
+    observer: Option<Box<dyn Observer>>,
 ) -> (Recorder, std::thread::JoinHandle<()>) {
     let (tx, rx) = sync_channel(QUEUE);
     let recorder = Recorder {
@@ -147,7 +155,7 @@ pub fn start(
     let vocab = recorder.header_vocab.clone();
     let handle = std::thread::Builder::new()
         .name("umbra-recorder".into())
-        .spawn(move || RecorderThread::new(stats, settings, vocab).run(rx))
+        .spawn(move || RecorderThread::new(stats, settings, vocab, observer).run(rx))
         .expect("spawning the recorder thread");
     (recorder, handle)
 }
@@ -178,6 +186,7 @@ struct RecorderThread {
     /// Copies that finished before their live twin.
     shadow_twins: HashMap<u64, Vec<(u16, Instant)>>,
     line: String,
+    observer: Option<Box<dyn Observer>>,
 }
 
 const ALL: &str = "all";
@@ -187,6 +196,7 @@ impl RecorderThread {
         stats: Arc<Mutex<StatsTable>>,
         settings: Arc<Mutex<RecorderSettings>>,
         vocab: Arc<ArcSwap<Vec<HeaderName>>>,
+        observer: Option<Box<dyn Observer>>,
     ) -> Self {
         RecorderThread {
             stats,
@@ -198,6 +208,7 @@ impl RecorderThread {
             live_twins: HashMap::new(),
             shadow_twins: HashMap::new(),
             line: String::new(),
+            observer,
         }
     }
 
@@ -387,6 +398,9 @@ impl RecorderThread {
             };
             let series = stats.series.entry(key).or_default();
             series.add(&e);
+            if let Some(o) = &mut self.observer {
+                o.exchange(&e, &profile);
+            }
             // Pair copies with their live twin, whichever finishes first.
             if e.twin != 0 {
                 match e.role {

@@ -195,7 +195,8 @@ impl Store {
                     .map_err(sqlite(&path, "migrating the schema"))?;
                 tx.pragma_update(None, "user_version", (i + 1) as i64)
                     .map_err(sqlite(&path, "recording the schema version"))?;
-                tx.commit().map_err(sqlite(&path, "committing a migration"))?;
+                tx.commit()
+                    .map_err(sqlite(&path, "committing a migration"))?;
             }
         } else if version < known {
             return Err(StoreError::TooOld {

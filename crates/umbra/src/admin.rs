@@ -1,10 +1,11 @@
-//! The admin listener: `/metrics`, `/api/stats`, `/healthz`, `/readyz`, and
-//! `/api/weights` to read or set production weights at run time. It has its
-//! own port so that scrapes and operators never queue behind client traffic.
+//! The admin listener: `/metrics`, `/api/stats`, `/healthz`, `/readyz`,
+//! `/api/weights` to read or set production weights at run time, and the
+//! analysis: `/api/alerts` and `/api/analysis`. It has its own port so that
+//! scrapes and operators never queue behind client traffic.
 
 use std::collections::BTreeMap;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -12,20 +13,33 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use umbra_analysis::alert::AlertState;
 use umbra_proxy::ProxyHandle;
 
-pub fn router(handle: ProxyHandle) -> Router {
+use crate::analysis::AnalysisHandle;
+
+/// What the admin handlers read.
+#[derive(Clone)]
+pub struct AdminState {
+    pub proxy: ProxyHandle,
+    /// `None` when `[analysis] enabled = false`.
+    pub analysis: Option<AnalysisHandle>,
+}
+
+pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/api/stats", get(stats))
         .route("/api/weights", get(weights).put(set_weights))
+        .route("/api/alerts", get(alerts))
+        .route("/api/analysis", get(analysis))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .with_state(handle)
+        .with_state(state)
 }
 
-pub async fn serve(listener: TcpListener, handle: ProxyHandle, mut stop: watch::Receiver<bool>) {
-    let app = router(handle);
+pub async fn serve(listener: TcpListener, state: AdminState, mut stop: watch::Receiver<bool>) {
+    let app = router(state);
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.changed().await;
@@ -33,22 +47,71 @@ pub async fn serve(listener: TcpListener, handle: ProxyHandle, mut stop: watch::
         .await;
 }
 
-async fn metrics(State(h): State<ProxyHandle>) -> Response {
+async fn metrics(State(s): State<AdminState>) -> Response {
+    let mut text = s.proxy.metrics();
+    if let Some(a) = &s.analysis {
+        text.push_str(&a.metrics());
+    }
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        h.metrics(),
+        text,
     )
         .into_response()
 }
 
-async fn stats(State(h): State<ProxyHandle>) -> Json<serde_json::Value> {
-    Json(h.stats())
+async fn stats(State(s): State<AdminState>) -> Json<serde_json::Value> {
+    Json(s.proxy.stats())
 }
 
-async fn ready(State(h): State<ProxyHandle>) -> Response {
+#[derive(serde::Deserialize)]
+struct AlertsQuery {
+    /// `firing`, `resolved` or `all` (the default).
+    state: Option<String>,
+}
+
+/// `GET /api/alerts[?state=firing|resolved|all]`: firing alerts first, then resolved ones, newest first.
+async fn alerts(State(s): State<AdminState>, Query(q): Query<AlertsQuery>) -> Response {
+    let Some(a) = &s.analysis else {
+        return disabled();
+    };
+    let state = match q.state.as_deref().map(str::trim) {
+        None | Some("" | "all") => None,
+        Some("firing") => Some(AlertState::Firing),
+        Some("resolved") => Some(AlertState::Resolved),
+        Some(other) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(
+                    json!({"error": format!("state `{other}`: expected firing, resolved or all")}),
+                ),
+            )
+                .into_response();
+        }
+    };
+    Json(json!({ "alerts": a.alerts(state) })).into_response()
+}
+
+/// `GET /api/analysis`: the latest windows per profile and role, and the sinks' counters.
+async fn analysis(State(s): State<AdminState>) -> Response {
+    match &s.analysis {
+        Some(a) => Json(a.summary()).into_response(),
+        None => disabled(),
+    }
+}
+
+fn disabled() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": "the analysis is off ([analysis] enabled = false)"})),
+    )
+        .into_response()
+}
+
+async fn ready(State(s): State<AdminState>) -> Response {
+    let h = &s.proxy;
     if h.ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -60,15 +123,16 @@ async fn ready(State(h): State<ProxyHandle>) -> Response {
     }
 }
 
-async fn weights(State(h): State<ProxyHandle>) -> Json<serde_json::Value> {
-    Json(h.stats()["production"].clone())
+async fn weights(State(s): State<AdminState>) -> Json<serde_json::Value> {
+    Json(s.proxy.stats()["production"].clone())
 }
 
 /// `PUT /api/weights` with `{"127.0.0.1:9000": 80, ...}`.
 async fn set_weights(
-    State(h): State<ProxyHandle>,
+    State(s): State<AdminState>,
     Json(body): Json<BTreeMap<String, u32>>,
 ) -> Response {
+    let h = &s.proxy;
     let unknown: Vec<&String> = body.keys().filter(|k| !h.set_weight(k, body[*k])).collect();
     if unknown.is_empty() {
         (StatusCode::OK, Json(json!({"applied": body}))).into_response()

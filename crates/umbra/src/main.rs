@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod analysis;
 mod cmd;
 mod duration;
 
@@ -46,6 +47,7 @@ enum Command {
     Detect(cmd::detect::DetectArgs),
     Proxy(cmd::proxy::ProxyArgs),
     Check(cmd::proxy::CheckArgs),
+    Alerts(cmd::alerts::AlertsArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::Detect(args) => cmd::detect::run(args),
         Command::Proxy(args) => cmd::proxy::run(args),
         Command::Check(args) => cmd::proxy::check(args),
+        Command::Alerts(args) => cmd::alerts::run(args),
     };
     match result {
         Ok(code) => code,

@@ -10,6 +10,7 @@ use umbra_proxy::config::Config;
 use umbra_proxy::{ConfigSource, Flags, Proxy};
 
 use crate::admin;
+use crate::analysis::{Analysis, Sections, StoreSection};
 
 /// Run the shadowing reverse proxy: live requests to production, masked copies to shadow.
 ///
@@ -67,6 +68,10 @@ pub struct ProxyArgs {
     /// Worker threads for live traffic (default: one per core).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// The embedded store (SQLite) that keeps baselines and alerts across
+    /// restarts; overrides `[store] path`.
+    #[arg(long, value_name = "FILE")]
+    store: Option<PathBuf>,
 }
 
 /// Check a proxy configuration without starting anything.
@@ -101,6 +106,13 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut config = source.load()?;
+    let mut sections = match &args.config {
+        Some(path) => Sections::load(path)?,
+        None => Sections::default(),
+    };
+    if let Some(path) = &args.store {
+        sections.store = Some(StoreSection { path: path.clone() });
+    }
     if args.config.is_some() {
         // Flags that make sense beside a file override it.
         if let Some(a) = args.admin {
@@ -122,14 +134,19 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(serve(config, source))?;
+    runtime.block_on(serve(config, sections, source))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
+async fn serve(config: Config, sections: Sections, source: ConfigSource) -> anyhow::Result<()> {
     let admin_address = config.admin.as_ref().map(|a| a.address);
-    let proxy = Proxy::start(config).await?;
+    let analysis = Analysis::start(&sections)?;
+    let proxy = Proxy::start_observed(config, analysis.as_ref().map(Analysis::feed)).await?;
     let handle = proxy.handle();
+    let state = admin::AdminState {
+        proxy: handle.clone(),
+        analysis: analysis.as_ref().map(Analysis::handle),
+    };
     let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
     let admin_task = match admin_address {
         Some(address) => {
@@ -137,14 +154,10 @@ async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("admin listener on {address}"))?;
             eprintln!(
-                "umbra: admin on http://{} (/metrics, /api/stats)",
+                "umbra: admin on http://{} (/metrics, /api/stats, /api/alerts)",
                 listener.local_addr()?
             );
-            Some(tokio::spawn(admin::serve(
-                listener,
-                handle.clone(),
-                admin_stopped,
-            )))
+            Some(tokio::spawn(admin::serve(listener, state, admin_stopped)))
         }
         None => None,
     };
@@ -159,6 +172,10 @@ async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     }
     if cut > 0 {
         eprintln!("umbra: {cut} connections were still open at the drain timeout");
+    }
+    if let Some(a) = analysis {
+        // Off the runtime: the analysis thread joins its sinks' last sends.
+        tokio::task::spawn_blocking(move || a.shutdown()).await.ok();
     }
     Ok(())
 }
@@ -194,8 +211,10 @@ async fn wait_for_signals(_: &umbra_proxy::ProxyHandle, _: &ConfigSource) -> any
 
 pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
-    let notes = umbra_proxy::check(&config)
+    let mut notes = umbra_proxy::check(&config)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
+    let sections = Sections::load(&args.config)?;
+    notes.extend(sections.notes());
     println!("{}: OK", args.config.display());
     for n in notes {
         println!("  {n}");

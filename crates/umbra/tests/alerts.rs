@@ -1,0 +1,441 @@
+//! End to end: the proxy's analysis finds a shadow regression on one profile and
+//! a real Alertmanager (Debian's `prometheus-alertmanager`) receives exactly one
+//! alert for it, which resolves when the shadow recovers (issue 6, acceptance 3).
+//!
+//! Everything runs on 127.0.0.1: two small upstreams (production, and a shadow
+//! whose `/api/search` can be made 40% slower), the proxy mirroring every
+//! request with one-second analysis windows, Alertmanager with a webhook
+//! receiver that this test serves, and client threads on three routes.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Background, Conn, free_port, get, scratch, umbra, wait_for_port};
+
+/// The three routes: path, method, response status, body size, base latency.
+const ROUTES: [(&str, &str, u16, usize, u64); 3] = [
+    ("/api/catalog", "GET", 200, 5000, 40),
+    ("/api/search", "GET", 200, 1000, 60),
+    ("/api/cart", "POST", 201, 100, 50),
+];
+
+/// An HTTP/1.1 upstream, a thread per connection, answering each route after its
+/// latency (`/api/search` 40% later while `slow` is set).
+fn upstream(slow: Arc<AtomicBool>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let slow = slow.clone();
+            std::thread::spawn(move || serve(conn, &slow));
+        }
+    });
+    port
+}
+
+fn serve(conn: TcpStream, slow: &AtomicBool) {
+    let _ = conn.set_nodelay(true);
+    let mut out = conn.try_clone().unwrap();
+    let mut reader = BufReader::new(conn);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let mut length = 0usize;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            if h.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let (status, size, mut ms) = ROUTES
+            .iter()
+            .find(|r| path.starts_with(r.0))
+            .map(|r| (r.2, r.3, r.4))
+            .unwrap_or((404, 10, 1));
+        if path.starts_with("/api/search") && slow.load(Ordering::Relaxed) {
+            ms = ms * 14 / 10;
+        }
+        std::thread::sleep(Duration::from_millis(ms));
+        let head = format!("HTTP/1.1 {status} X\r\ncontent-length: {size}\r\n\r\n");
+        let mut reply = head.into_bytes();
+        reply.resize(reply.len() + size, b'x');
+        if out.write_all(&reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// Collects what Alertmanager posts to its webhook receiver.
+fn webhook(received: Arc<Mutex<Vec<Value>>>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let received = received.clone();
+            std::thread::spawn(move || {
+                let mut out = conn.try_clone().unwrap();
+                let mut reader = BufReader::new(conn);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut length = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    if let Ok(v) = serde_json::from_slice(&body) {
+                        received.lock().unwrap().push(v);
+                    }
+                    if out
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A combined-format log of the three routes, for `umbra learn`.
+fn write_log(dir: &Path) {
+    let mut log = String::new();
+    for i in 0..900 {
+        let (path, method, status, size, _) = ROUTES[i % 3];
+        let query = match i % 3 {
+            0 => format!("?page={}", i % 50),
+            1 => format!("?q=w{}", i % 997),
+            _ => String::new(),
+        };
+        log.push_str(&format!(
+            "10.0.{}.{} - - [26/Nov/2026:10:{:02}:{:02} +0000] \"{method} {path}{query} HTTP/1.1\" {status} {size} \"-\" \"Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0\"\n",
+            i % 10,
+            1 + i % 250,
+            (i / 60) % 60,
+            i % 60
+        ));
+    }
+    std::fs::write(dir.join("access.log"), log).unwrap();
+}
+
+fn alertmanager_alerts(port: u16) -> Vec<Value> {
+    let reply = get(port, "/api/v2/alerts");
+    assert_eq!(reply.status, 200, "{}", support::text(&reply.body));
+    serde_json::from_slice::<Vec<Value>>(&reply.body).unwrap()
+}
+
+/// Every alert Alertmanager notified, as (status, labels).
+fn notified(received: &Mutex<Vec<Value>>) -> Vec<(String, Value)> {
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|n| n["alerts"].as_array().cloned().unwrap_or_default())
+        .map(|a| {
+            (
+                a["status"].as_str().unwrap_or("").to_string(),
+                a["labels"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut done: impl FnMut() -> bool,
+    log: &dyn Fn() -> String,
+) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {limit:?}; proxy log:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_shadow_regression_on_one_profile_reaches_alertmanager_once_and_resolves() {
+    let dir = scratch("alerts-e2e");
+    write_log(&dir);
+    let out = umbra(&["learn", "access.log", "-o", "profiles.json"], &dir);
+    assert!(out.status.success(), "{}", support::text(&out.stderr));
+    let profiles = support::json(&dir.join("profiles.json"));
+    let search = profiles["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"].as_str().unwrap().contains("/api/search"))
+        .expect("a profile for /api/search")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let slow = Arc::new(AtomicBool::new(false));
+    let production = upstream(Arc::new(AtomicBool::new(false)));
+    let shadow = upstream(slow.clone());
+
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let hook = webhook(received.clone());
+    let (am, am_cluster) = (free_port(), free_port());
+    std::fs::write(
+        dir.join("alertmanager.yml"),
+        format!(
+            "route:\n  receiver: hook\n  group_by: [alertname, profile]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
+             receivers:\n  - name: hook\n    webhook_configs:\n      - url: http://127.0.0.1:{hook}/\n        send_resolved: true\n"
+        ),
+    )
+    .unwrap();
+    let mut alertmanager = std::process::Command::new("prometheus-alertmanager")
+        .arg(format!(
+            "--config.file={}",
+            dir.join("alertmanager.yml").display()
+        ))
+        .arg(format!("--storage.path={}", dir.join("am").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{am}"))
+        // No gossip: a lone instance, and nothing listening beyond 127.0.0.1.
+        .arg(format!("--cluster.listen-address=127.0.0.1:{am_cluster}"))
+        .arg("--cluster.peer-timeout=1s")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("alertmanager.log")).unwrap())
+        .spawn()
+        .expect("prometheus-alertmanager (scripts/test installs Debian's package)");
+    wait_for_port(am);
+
+    let (listen, admin) = (free_port(), free_port());
+    std::fs::write(
+        dir.join("umbra.toml"),
+        format!(
+            r#"
+[listen]
+address = "127.0.0.1:{listen}"
+[admin]
+address = "127.0.0.1:{admin}"
+[production]
+servers = [{{ url = "http://127.0.0.1:{production}" }}]
+[[shadow]]
+name = "next"
+url = "http://127.0.0.1:{shadow}"
+[mirror]
+percent = "100%"
+[profiles]
+file = "profiles.json"
+[analysis]
+window = "1s"
+lateness = "300ms"
+[alerts]
+sinks = [{{ kind = "log" }}, {{ kind = "alertmanager", url = "http://127.0.0.1:{am}" }}]
+[store]
+path = "umbra.db"
+"#
+        ),
+    )
+    .unwrap();
+    let proxy = Background::start(&["proxy", "--config", "umbra.toml"], &dir, &[listen, admin]);
+    let log = || std::fs::read_to_string(dir.join("umbra-proxy.stderr")).unwrap_or_default();
+
+    // Clients: two threads per route, about 50 requests a second each route.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for (path, method, status, _, _) in ROUTES {
+        for t in 0..2 {
+            let stop = stop.clone();
+            clients.push(std::thread::spawn(move || {
+                let mut conn = Conn::open(listen);
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    let target = match path {
+                        "/api/catalog" => format!("{path}?page={}", i % 50),
+                        "/api/search" => format!("{path}?q=w{}", i % 997),
+                        _ => path.to_string(),
+                    };
+                    let body: &[u8] = if method == "POST" {
+                        b"{\"sku\":1}"
+                    } else {
+                        b""
+                    };
+                    let reply = conn.request(
+                        method,
+                        &target,
+                        &[(
+                            "user-agent",
+                            "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0",
+                        )],
+                        body,
+                    );
+                    assert_eq!(reply.status, status, "{method} {target}");
+                    i += 2;
+                }
+            }));
+        }
+    }
+
+    // A healthy start: no alert.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        notified(&received).is_empty(),
+        "no alert while healthy: {:?}",
+        notified(&received)
+    );
+
+    // The shadow's search becomes 40% slower: one alert, on that profile.
+    slow.store(true, Ordering::Relaxed);
+    wait_until(
+        "Alertmanager notified a firing alert",
+        Duration::from_secs(30),
+        || notified(&received).iter().any(|(s, _)| s == "firing"),
+        &log,
+    );
+    let firing = alertmanager_alerts(am);
+    assert_eq!(
+        firing.len(),
+        1,
+        "exactly one alert in Alertmanager: {firing:#?}"
+    );
+    let labels = &firing[0]["labels"];
+    assert_eq!(labels["profile"], search.as_str(), "{labels}");
+    assert_eq!(labels["role"], "shadow", "{labels}");
+    assert_eq!(labels["alertname"], "UmbraRegression", "{labels}");
+    let ours: Value = serde_json::from_slice(&get(admin, "/api/alerts?state=firing").body).unwrap();
+    assert_eq!(ours["alerts"].as_array().unwrap().len(), 1, "{ours:#}");
+
+    // The shadow recovers: the alert resolves.
+    slow.store(false, Ordering::Relaxed);
+    wait_until(
+        "Alertmanager notified the alert resolved",
+        Duration::from_secs(30),
+        || notified(&received).iter().any(|(s, _)| s == "resolved"),
+        &log,
+    );
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+
+    // Over the whole run, Alertmanager knew one alert and notified only it.
+    let all = notified(&received);
+    let distinct: std::collections::BTreeSet<String> =
+        all.iter().map(|(_, l)| l.to_string()).collect();
+    assert_eq!(distinct.len(), 1, "one alert notified: {all:#?}");
+    let active: Vec<Value> = alertmanager_alerts(am)
+        .into_iter()
+        .filter(|a| a["status"]["state"] == "active")
+        .collect();
+    assert!(
+        active.is_empty(),
+        "no alert active after recovery: {active:#?}"
+    );
+
+    // The store kept it: `umbra alerts` lists it resolved, after the proxy is gone.
+    proxy.signal("TERM");
+    let mut proxy = proxy;
+    assert!(
+        proxy.wait(Duration::from_secs(15)).is_some(),
+        "proxy stopped"
+    );
+    let out = umbra(&["alerts", "--config", "umbra.toml", "--json"], &dir);
+    assert!(out.status.success(), "{}", support::text(&out.stderr));
+    let stored: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stored.len(), 1, "{stored:#?}");
+    assert_eq!(stored[0]["profile"], search.as_str());
+    assert_eq!(stored[0]["state"], "resolved");
+
+    let _ = alertmanager.kill();
+    let _ = alertmanager.wait();
+}
+
+#[test]
+fn bad_analysis_and_alert_settings_are_named_by_file_line_and_key() {
+    let dir = scratch("alerts-config");
+    let base = "[listen]\naddress = \"127.0.0.1:0\"\n[production]\nservers = [{ url = \"http://127.0.0.1:9\" }]\n";
+    let cases = [
+        (
+            "[analysis]\nwindow = \"soon\"\n",
+            "line 6, column 10, key analysis.window: \"soon\" is not a duration",
+        ),
+        (
+            "[analysis.judge]\nagreement = { n = 4, m = 3 }\n",
+            "agreement 4 of 3: expected 1 <= n <= m",
+        ),
+        (
+            "[alerts]\nsinks = [{ kind = \"alertmanager\", url = \"not a url\" }]\n",
+            "key alerts.sinks[0]: alertmanager not a url: url `not a url",
+        ),
+        (
+            "[alerts]\nsinks = [{ kind = \"pager\" }]\n",
+            "line 6, column 19, key alerts.sinks[0].kind: unknown variant `pager`",
+        ),
+        (
+            "[store]\nfile = \"x.db\"\n",
+            "key store.file: unknown field `file`",
+        ),
+    ];
+    for (section, expected) in cases {
+        std::fs::write(dir.join("bad.toml"), format!("{base}{section}")).unwrap();
+        let out = umbra(&["check", "--config", "bad.toml"], &dir);
+        let stderr = support::text(&out.stderr);
+        assert!(!out.status.success(), "{section}: accepted");
+        assert!(stderr.contains("bad.toml: "), "{section}: {stderr}");
+        assert!(stderr.contains(expected), "{section}: {stderr}");
+    }
+    // `umbra alerts` explains where alerts live when there is no store.
+    std::fs::write(dir.join("nostore.toml"), base).unwrap();
+    let out = umbra(&["alerts", "--config", "nostore.toml"], &dir);
+    assert!(!out.status.success());
+    assert!(
+        support::text(&out.stderr).contains("has no [store] section"),
+        "{}",
+        support::text(&out.stderr)
+    );
+    let out = umbra(&["alerts", "--store", "missing.db"], &dir);
+    assert!(
+        support::text(&out.stderr).contains("store missing.db: no such file"),
+        "{}",
+        support::text(&out.stderr)
+    );
+}
