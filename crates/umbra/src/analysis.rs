@@ -574,6 +574,8 @@ impl Worker {
             BTreeMap::new();
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The restored alerts and baselines are visible before the first tick.
+        self.publish(&windows_view);
         loop {
             tokio::select! {
                 _ = interval.tick() => {}

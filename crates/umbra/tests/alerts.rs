@@ -439,3 +439,59 @@ fn bad_analysis_and_alert_settings_are_named_by_file_line_and_key() {
         support::text(&out.stderr)
     );
 }
+
+#[test]
+fn baselines_and_alerts_survive_a_restart_through_the_store() {
+    let dir = scratch("alerts-restart");
+    let production = upstream(Arc::new(AtomicBool::new(false)));
+    let run = |dir: &Path| {
+        let (listen, admin) = (free_port(), free_port());
+        std::fs::write(
+            dir.join("umbra.toml"),
+            format!(
+                "[listen]\naddress = \"127.0.0.1:{listen}\"\n[admin]\naddress = \"127.0.0.1:{admin}\"\n\
+                 [production]\nservers = [{{ url = \"http://127.0.0.1:{production}\" }}]\n\
+                 [analysis]\nwindow = \"200ms\"\nlateness = \"100ms\"\n[store]\npath = \"state/umbra.db\"\n"
+            ),
+        )
+        .unwrap();
+        let proxy = Background::start(&["proxy", "--config", "umbra.toml"], dir, &[listen, admin]);
+        (proxy, listen, admin)
+    };
+    let baselines = |admin: u16| -> u64 {
+        let v: Value = serde_json::from_slice(&get(admin, "/api/analysis").body).unwrap();
+        v["baselines"].as_u64().unwrap()
+    };
+
+    let (mut proxy, listen, admin) = run(&dir);
+    let mut conn = Conn::open(listen);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while baselines(admin) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no baseline learned: {}",
+            proxy.log()
+        );
+        assert_eq!(conn.request("GET", "/nothing", &[], b"").status, 404);
+    }
+    // Let a few more windows teach it, then stop: the store keeps what was learned.
+    for _ in 0..20 {
+        conn.request("GET", "/nothing", &[], b"");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let learned = baselines(admin);
+    proxy.signal("TERM");
+    assert!(proxy.wait(Duration::from_secs(15)).is_some());
+    assert!(learned > 0);
+
+    let (proxy, _, admin) = run(&dir);
+    assert!(
+        proxy
+            .log()
+            .contains(&format!("{learned} baselines and 0 alerts restored"))
+            || baselines(admin) >= learned,
+        "{}",
+        proxy.log()
+    );
+    assert!(baselines(admin) >= learned, "{}", proxy.log());
+}
