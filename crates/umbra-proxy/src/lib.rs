@@ -282,6 +282,24 @@ impl ProxyHandle {
         result
     }
 
+    /// The latest CPU (cores) and memory (bytes) readings per (role, upstream),
+    /// for upstreams with a `metrics` URL that answered.
+    pub fn resource_usage(&self) -> Vec<(String, String, Option<f64>, Option<f64>)> {
+        let usage = self
+            .shared
+            .resources
+            .usage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        usage
+            .iter()
+            .filter(|(_, u)| u.error.is_none())
+            .map(|((role, upstream), u)| {
+                (role.clone(), upstream.clone(), u.cpu_cores, u.memory_bytes)
+            })
+            .collect()
+    }
+
     /// Sets a production server's balancing weight (`host:port` or URL).
     pub fn set_weight(&self, server: &str, weight: u32) -> bool {
         self.shared

@@ -27,7 +27,7 @@ use umbra_analysis::alert::{Alert, AlertConfig, AlertEvent, AlertManager, AlertS
 use umbra_analysis::baseline::{BaselineEntry, Baselines};
 use umbra_analysis::verdict::{Judge, JudgeConfig};
 use umbra_analysis::window::{
-    Measurement, Role, Window, WindowKey, Windower, WindowerConfig, WindowerStats,
+    Measurement, ResourceSample, Role, Window, WindowKey, Windower, WindowerConfig, WindowerStats,
 };
 use umbra_proxy::config::{duration, parse_toml};
 use umbra_proxy::record::{self, Exchange, Observer};
@@ -304,6 +304,10 @@ pub struct WindowSummary {
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub error_rate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_cores: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
 }
 
 impl WindowSummary {
@@ -316,6 +320,8 @@ impl WindowSummary {
             p50_ms: w.p50().map(|us| us / 1000.0),
             p99_ms: w.p99().map(|us| us / 1000.0),
             error_rate: w.error_rate(),
+            cpu_cores: w.cpu_cores,
+            memory_bytes: w.memory_bytes,
         }
     }
 }
@@ -332,8 +338,12 @@ struct View {
     store_errors: u64,
 }
 
+/// Reads the upstreams' CPU and memory (the proxy's scrapes), once per tick.
+pub type ResourceSource = Box<dyn Fn() -> Vec<ResourceSample> + Send + Sync>;
+
 struct Shared {
     windower: Mutex<Windower>,
+    resources: Mutex<Option<ResourceSource>>,
     view: RwLock<View>,
     window_ms: u64,
     store: Option<String>,
@@ -346,6 +356,15 @@ pub struct AnalysisHandle {
 }
 
 impl AnalysisHandle {
+    /// Where CPU and memory readings come from (the proxy, once it has started).
+    pub fn set_resources(&self, source: ResourceSource) {
+        *self
+            .shared
+            .resources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
     /// Alerts, firing first; only those in `state` when given.
     pub fn alerts(&self, state: Option<AlertState>) -> Vec<Alert> {
         let view = self.shared.view.read().unwrap_or_else(|p| p.into_inner());
@@ -455,6 +474,7 @@ impl Analysis {
         let manager = AlertManager::restore(sections.alert_config(), alerts);
         let shared = Arc::new(Shared {
             windower: Mutex::new(windower),
+            resources: Mutex::new(None),
             view: RwLock::new(View::default()),
             window_ms: sections.analysis.window.as_millis() as u64,
             store: store.as_ref().map(|s| s.path().to_string()),
@@ -582,12 +602,25 @@ impl Worker {
                 _ = &mut stop => break,
             }
             let now = now_ms();
-            let windows = self
+            let samples = self
                 .shared
-                .windower
+                .resources
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .advance(now);
+                .as_ref()
+                .map(|read| read())
+                .unwrap_or_default();
+            let windows = {
+                let mut windower = self
+                    .shared
+                    .windower
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                for s in &samples {
+                    windower.ingest_resources(s);
+                }
+                windower.advance(now)
+            };
             let mut events = Vec::new();
             if !windows.is_empty() {
                 remember(&mut windows_view, &windows, self.history);

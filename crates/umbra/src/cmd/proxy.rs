@@ -143,6 +143,11 @@ async fn serve(config: Config, sections: Sections, source: ConfigSource) -> anyh
     let analysis = Analysis::start(&sections)?;
     let proxy = Proxy::start_observed(config, analysis.as_ref().map(Analysis::feed)).await?;
     let handle = proxy.handle();
+    if let Some(a) = &analysis {
+        let h = handle.clone();
+        a.handle()
+            .set_resources(Box::new(move || resource_samples(&h)));
+    }
     let state = admin::AdminState {
         proxy: handle.clone(),
         analysis: analysis.as_ref().map(Analysis::handle),
@@ -178,6 +183,26 @@ async fn serve(config: Config, sections: Sections, source: ConfigSource) -> anyh
         tokio::task::spawn_blocking(move || a.shutdown()).await.ok();
     }
     Ok(())
+}
+
+/// The proxy's latest CPU and memory readings, as the analysis takes them.
+fn resource_samples(h: &umbra_proxy::ProxyHandle) -> Vec<umbra_analysis::window::ResourceSample> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    h.resource_usage()
+        .into_iter()
+        .filter_map(|(role, upstream, cpu, memory)| {
+            Some(umbra_analysis::window::ResourceSample {
+                timestamp_ms: now,
+                role: role.parse().ok()?,
+                upstream: upstream.into(),
+                cpu_cores: cpu,
+                memory_bytes: memory.map(|m| m.max(0.0) as u64),
+            })
+        })
+        .collect()
 }
 
 #[cfg(unix)]
