@@ -369,11 +369,27 @@ fn follow_rewrites_the_set_as_the_log_grows() {
 #[test]
 fn demo_runs_on_embedded_data() {
     let dir = scratch("demo");
-    let out = umbra(&["demo", "-o", "demo.json"], &dir);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Issue 9's acceptance, as a newcomer runs it (with the profile set kept).
+    let out = umbra(&["demo", "-o", "demo.json", "--duration", "30s"], &dir);
     let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     assert!(
         stdout.contains("read 1000 requests as combined"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("OK: the regression was found on the right profile"),
+        "{stdout}"
+    );
+    // Found on the profile the demo says it slowed, by id.
+    let slowed = stdout
+        .lines()
+        .find_map(|l| l.split(" belongs to: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the slowed endpoint's profile")
+        .to_string();
+    assert!(
+        stdout.contains(&format!("regression found on profile {slowed} ")),
         "{stdout}"
     );
     load(&dir.join("demo.json"));

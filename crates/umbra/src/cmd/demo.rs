@@ -1,36 +1,99 @@
-//! `umbra demo`: Umbra's main job on embedded defaults, with no input needed.
+//! `umbra demo`: Umbra's main job on embedded defaults, with no input and no
+//! network beyond 127.0.0.1.
 //!
-//! Today the demo covers what is built: learning profiles from the bundled sample
-//! log (1,000 lines of a real shop's nginx log) and showing how `--update` folds
-//! shifted traffic in with decay. The proxy, load and analysis stages join it as
-//! they are built (issue 9 describes the whole demo).
+//! In one process: profiles learned from the bundled sample log (1,000 lines of
+//! a real shop's nginx log); a sample production service that answers every
+//! learned endpoint with a realistic latency and size; a shadow of it (the "new
+//! version") that is slower on one endpoint; the proxy in front, mirroring every
+//! request to the shadow with the default masking; synthetic load shaped by the
+//! profiles, at a baseline rate and then under stress; and the live analysis,
+//! which must find the regression on the profile of the slowed endpoint. The
+//! exit code says whether it did.
 
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::Response;
 use clap::Args;
-use umbra_core::RequestRecord;
+use umbra_analysis::alert::{Alert, AlertState};
+use umbra_core::ProfileSet;
 use umbra_learn::profiles::{self, LearnOptions};
 use umbra_learn::read::{self, Format};
-use umbra_learn::synth::SynthLog;
-use umbra_learn::update::{self, UpdateOptions};
+use umbra_learn::template::Templater;
+use umbra_load::plan::{Stage, resolve_mix};
+use umbra_load::{Arrivals, HttpOptions, Model, RateCurve, RunConfig, StopSignal};
+use umbra_proxy::Proxy;
+use umbra_proxy::config::Config;
 
+use crate::admin;
+use crate::analysis::{AlertsSection, Analysis, AnalysisSection, Sections};
 use crate::cmd::learn::write_set;
 use crate::cmd::profiles::render_table;
 
 const SAMPLE_LOG: &[u8] = include_bytes!("../../assets/shop-access-1k.log");
 
-/// Run Umbra on built-in data: learn profiles from a bundled real access log,
-/// then fold in shifted synthetic traffic to show how profiles stay current.
+/// How much slower the shadow is on the regressed endpoint.
+const SLOWDOWN: f64 = 1.6;
+
+/// Run Umbra end to end on built-in data, on 127.0.0.1 only.
+///
+/// Learns profiles from a bundled real access log, starts a sample production
+/// service and a shadow "new version" that is 60% slower on one endpoint, puts
+/// the proxy in front (every request mirrored to the shadow, masked), sends
+/// synthetic load shaped by the profiles (baseline, then twice the rate), and
+/// lets the analysis compare shadow with production per profile. Prints what
+/// happens as it happens, with the admin address (`/api/analysis`,
+/// `/api/alerts`, `/metrics`).
+///
+/// Exit code 0 when the regression was found on the profile of the slowed
+/// endpoint and nowhere else, 1 otherwise.
+///
+/// Examples:
+///
+///   umbra demo
+///
+///   umbra demo --duration 30s
+///
+///   umbra demo --serve      # keep everything running afterwards, until Ctrl-C
 #[derive(Args)]
 pub struct DemoArgs {
     /// Keep the learned profile set here (by default it goes to a temporary folder).
     #[arg(short, long)]
     output: Option<PathBuf>,
+    /// How long the load runs: the first half at the baseline rate, the second
+    /// under stress (twice the rate).
+    #[arg(long, default_value = "60s", value_parser = crate::duration::parse)]
+    duration: Duration,
+    /// Baseline rate of the synthetic load, in requests per second.
+    #[arg(long, default_value_t = 300.0)]
+    rate: f64,
+    /// Keep the services, the proxy and the admin listener running after the
+    /// load ends, until Ctrl-C.
+    #[arg(long)]
+    serve: bool,
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    if args.duration < Duration::from_secs(10) {
+        anyhow::bail!(
+            "--duration {}: the analysis needs at least 10s (windows of 2s, 2 of 3 agreeing)",
+            humantime::format_duration(args.duration)
+        );
+    }
+    if !(args.rate.is_finite() && args.rate >= 50.0) {
+        anyhow::bail!(
+            "--rate {}: at least 50 requests per second, so that each profile fills its windows",
+            args.rate
+        );
+    }
     let dir = std::env::temp_dir().join(format!("umbra-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let log = dir.join("shop-access-1k.log");
@@ -48,44 +111,429 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         report.bad
     );
     let learned = profiles::learn(&records, vec![report.summary()], &LearnOptions::default())?;
-    println!("k: {}", learned.set.clustering.reason);
-    print!("{}", render_table(&learned.set));
+    let set = learned.set;
+    println!("k: {}", set.clustering.reason);
+    print!("{}", render_table(&set));
+    let profiles_path = args
+        .output
+        .clone()
+        .unwrap_or_else(|| dir.join("profiles.json"));
+    write_set(&profiles_path, &set)?;
+    println!("profile set written to {}", profiles_path.display());
 
-    println!("\n== 2. update: six hours later, traffic shifts to API orders and search");
-    let start = learned.set.as_of_ms.unwrap_or(0) + 6 * 3600 * 1000;
-    let mut synth = SynthLog::new(7, start, 5.0).only_groups(&[3, 4]);
-    let mut text = String::new();
-    for _ in 0..600 {
-        text.push_str(&synth.next_line().0);
-        text.push('\n');
+    let regression = Regression::pick(&set)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let found = runtime.block_on(live(&args, set, profiles_path, regression))?;
+    Ok(if found {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The endpoint the shadow slows down, and the profiles it belongs to.
+struct Regression {
+    template: String,
+    method: String,
+    /// Profiles with this template among theirs: where an alert is right.
+    profiles: BTreeSet<String>,
+}
+
+impl Regression {
+    /// The heaviest profile's main templated endpoint: enough traffic to judge
+    /// in a few seconds, and a concrete route to name.
+    fn pick(set: &ProfileSet) -> anyhow::Result<Regression> {
+        let mut mix = set.mix();
+        mix.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let (profile, _) = mix
+            .iter()
+            .find(|(p, _)| p.templates.iter().any(|t| t.path.contains('{')))
+            .context("the sample profiles have no templated endpoint")?;
+        let t = profile
+            .templates
+            .iter()
+            .filter(|t| t.path.contains('{'))
+            .max_by(|a, b| a.weight.total_cmp(&b.weight))
+            .context("no templated endpoint")?;
+        let profiles = set
+            .profiles
+            .iter()
+            .filter(|p| {
+                p.templates
+                    .iter()
+                    .any(|r| r.path == t.path && r.method == t.method)
+            })
+            .map(|p| p.id.clone())
+            .collect();
+        Ok(Regression {
+            template: t.path.clone(),
+            method: t.method.clone(),
+            profiles,
+        })
     }
-    let shifted = dir.join("shifted.log");
-    std::fs::write(&shifted, text)?;
-    let mut new_records: Vec<RequestRecord> = Vec::new();
-    let shifted_report = read::read_source(&shifted.to_string_lossy(), &Format::Auto, &mut |r| {
-        new_records.push(r)
-    })?;
-    let opts = UpdateOptions {
-        half_life_secs: Some(6.0 * 3600.0),
-        ..UpdateOptions::default()
-    };
-    let (updated, rep) = update::update(
-        &learned.set,
-        &new_records,
-        vec![shifted_report.summary()],
-        &opts,
-    )?;
-    println!(
-        "half-life 6h: the old traffic now weighs {:.2}; {} new requests, {} new profiles",
-        rep.decay,
-        new_records.len(),
-        rep.created.len()
-    );
-    print!("{}", render_table(&updated));
+}
 
-    let out = args.output.unwrap_or_else(|| dir.join("profiles.json"));
-    write_set(&out, &updated)?;
-    println!("\nprofile set written to {}", out.display());
-    println!("try: umbra profiles show {}", out.display());
-    Ok(ExitCode::SUCCESS)
+/// The sample service: every learned endpoint answers with its typical size and
+/// status after a latency that depends on the kind of page; the shadow adds the
+/// regression.
+struct Service {
+    templates: Templater,
+    /// Per template index: status and response size.
+    answers: Vec<(u16, usize)>,
+    slow: Option<Templater>,
+}
+
+impl Service {
+    fn new(set: &ProfileSet, slow: Option<&str>) -> Service {
+        let mut seen = Vec::new();
+        let mut answers = Vec::new();
+        for t in set.profiles.iter().flat_map(|p| &p.templates) {
+            if seen.contains(&t.path) {
+                continue;
+            }
+            let status = t
+                .status
+                .iter()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .and_then(|(s, _)| s.parse().ok())
+                .unwrap_or(200);
+            seen.push(t.path.clone());
+            answers.push((status, t.response_bytes.p50.max(0.0) as usize));
+        }
+        let templates = Templater::from_templates(seen.iter().map(String::as_str));
+        // from_templates numbers templates in its own order: map answers to it.
+        let answers = templates
+            .templates()
+            .iter()
+            .map(|t| {
+                seen.iter()
+                    .position(|s| s == t)
+                    .map(|i| answers[i])
+                    .unwrap_or((200, 512))
+            })
+            .collect();
+        Service {
+            templates,
+            answers,
+            slow: slow.map(|t| Templater::from_templates([t])),
+        }
+    }
+
+    /// Typical latencies of a shop: images and static files are quick, search
+    /// pages (filters) slow, product pages in between.
+    fn latency(path: &str) -> Duration {
+        let base_ms = match path.split('/').nth(1).unwrap_or("") {
+            "image" => 6.0,
+            "static" => 3.0,
+            "filter" => 35.0,
+            "product" => 25.0,
+            "m" => 20.0,
+            "settings" => 8.0,
+            _ => 12.0,
+        };
+        // ±20% spread, different for every request.
+        let jitter = 0.8 + 0.4 * rand::random::<f64>();
+        Duration::from_secs_f64(base_ms * jitter / 1000.0)
+    }
+
+    async fn answer(self: Arc<Service>, path: String) -> Response {
+        let (status, size) = self
+            .templates
+            .template_of(&path)
+            .and_then(|m| self.answers.get(m.template as usize).copied())
+            .unwrap_or((404, 64));
+        let mut latency = Service::latency(&path);
+        if let Some(slow) = &self.slow
+            && slow.template_of(&path).is_some()
+        {
+            latency = latency.mul_f64(SLOWDOWN);
+        }
+        tokio::time::sleep(latency).await;
+        let mut r = Response::new(Body::from(vec![b'.'; size]));
+        *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        r
+    }
+
+    async fn start(self) -> anyhow::Result<SocketAddr> {
+        let svc = Arc::new(self);
+        let app = axum::Router::new()
+            .fallback(|State(svc): State<Arc<Service>>, req: Request| async move {
+                svc.answer(req.uri().path().to_string()).await
+            })
+            .with_state(svc);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(address)
+    }
+}
+
+async fn live(
+    args: &DemoArgs,
+    set: ProfileSet,
+    profiles_path: PathBuf,
+    regression: Regression,
+) -> anyhow::Result<bool> {
+    let names: std::collections::BTreeMap<String, String> = set
+        .profiles
+        .iter()
+        .map(|p| (p.id.clone(), p.name.clone()))
+        .collect();
+    let name = |id: &str| names.get(id).cloned().unwrap_or_else(|| id.to_string());
+
+    println!("\n== 2. services: a sample production service and its next version");
+    let production = Service::new(&set, None).start().await?;
+    let shadow = Service::new(&set, Some(&regression.template))
+        .start()
+        .await?;
+    println!("production on http://{production}: every learned endpoint, shop-like latencies");
+    println!(
+        "shadow on http://{shadow}: the same, but {} {} is {:.0}% slower (the regression to find)",
+        regression.method,
+        regression.template,
+        (SLOWDOWN - 1.0) * 100.0
+    );
+
+    println!("\n== 3. proxy: live traffic to production, masked copies of all of it to the shadow");
+    let config = Config::parse(
+        "demo",
+        &format!(
+            "[listen]\naddress = \"127.0.0.1:0\"\n\
+             [production]\nservers = [{{ url = \"http://{production}\" }}]\n\
+             [[shadow]]\nname = \"next\"\nurl = \"http://{shadow}\"\n\
+             [mirror]\npercent = \"100%\"\n\
+             [profiles]\nfile = {:?}\n",
+            profiles_path.display().to_string()
+        ),
+    )?;
+    let sections = Sections {
+        analysis: AnalysisSection {
+            window: Duration::from_secs(2),
+            lateness: Duration::from_millis(500),
+            ..AnalysisSection::default()
+        },
+        // The demo prints alerts itself, with the profiles' names.
+        alerts: AlertsSection {
+            sinks: Vec::new(),
+            ..AlertsSection::default()
+        },
+        store: None,
+    };
+    let analysis = Analysis::start(&sections)?.context("the analysis is on")?;
+    let proxy = Proxy::start_observed(config, Some(analysis.feed())).await?;
+    let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let admin_address = admin_listener.local_addr()?;
+    let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        admin::AdminState {
+            proxy: proxy.handle(),
+            analysis: Some(analysis.handle()),
+        },
+        admin_stopped,
+    ));
+    println!("proxy on http://{}", proxy.address);
+    println!(
+        "admin on http://{admin_address}: /api/analysis (windows per profile), /api/alerts, /api/stats, /metrics"
+    );
+    println!(
+        "analysis: 2s windows; a regression needs p99 up 20% and a significant rank test in 2 of 3 windows"
+    );
+
+    let half = args.duration / 2;
+    println!(
+        "\n== 4. load: {:.0} req/s shaped by the profiles for {}, then stress: {:.0} req/s for {}",
+        args.rate,
+        humantime::format_duration(half),
+        args.rate * 2.0,
+        humantime::format_duration(args.duration - half)
+    );
+    let curve = RateCurve::stages(
+        &[
+            Stage {
+                duration: Duration::from_secs(1),
+                target: args.rate,
+            },
+            Stage {
+                duration: half.saturating_sub(Duration::from_secs(1)),
+                target: args.rate,
+            },
+            Stage {
+                duration: Duration::from_secs(1),
+                target: args.rate * 2.0,
+            },
+            Stage {
+                duration: (args.duration - half).saturating_sub(Duration::from_secs(1)),
+                target: args.rate * 2.0,
+            },
+        ],
+        1.0,
+    );
+    let mix = resolve_mix(&set, &[])?;
+    let cfg = RunConfig {
+        target: format!("http://{}", proxy.address).parse()?,
+        model: Model::Open {
+            curve,
+            arrivals: Arrivals::Poisson,
+            shard: None,
+            max_in_flight: 2_000,
+            rate: args.rate * 2.0,
+        },
+        duration: Some(args.duration),
+        requests: None,
+        seed: 7,
+        mix,
+        http: HttpOptions {
+            http2: false,
+            insecure: false,
+            timeout: Duration::from_secs(10),
+            connections: 64,
+        },
+        stress: 1.0,
+        thresholds: Vec::new(),
+    };
+    let stop = StopSignal::default();
+    let (progress_tx, mut progress_rx) =
+        tokio::sync::watch::channel(umbra_load::Progress::default());
+    let load = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            umbra_load::run(&set, cfg, stop, move |p: &umbra_load::Progress| {
+                let _ = progress_tx.send(*p);
+            })
+            .await
+        })
+    };
+
+    // Watch: a status line every few seconds, every alert as it fires or resolves.
+    let started = Instant::now();
+    let mut reported: BTreeSet<(String, &'static str)> = BTreeSet::new();
+    let mut next_status = Duration::from_secs(4);
+    let handle = analysis.handle();
+    let mut load = Some(load);
+    let mut load_report = None;
+    // The load's end, plus two windows and the lateness for the last verdicts.
+    let settle = Duration::from_millis(4_500);
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let t = started.elapsed();
+        for a in handle.alerts(None) {
+            let kind = match a.state {
+                AlertState::Firing => "firing",
+                AlertState::Resolved => "resolved",
+            };
+            if reported.insert((a.fingerprint.clone(), kind)) {
+                println!(
+                    "[{:5.1}s] ALERT {kind}: {} ({})",
+                    t.as_secs_f64(),
+                    a.summary(),
+                    name(&a.profile)
+                );
+            }
+        }
+        if t >= next_status {
+            next_status += Duration::from_secs(4);
+            let p = *progress_rx.borrow_and_update();
+            let stats = proxy.handle().stats();
+            let sent: u64 = stats["shadows"]
+                .as_array()
+                .map(|s| s.iter().filter_map(|x| x["sent"].as_u64()).sum())
+                .unwrap_or(0);
+            println!(
+                "[{:5.1}s] load {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms, {} requests ({} errors); copies sent to the shadow: {sent}",
+                t.as_secs_f64(),
+                p.rate,
+                p.p50_ms,
+                p.p99_ms,
+                p.requests,
+                p.errors
+            );
+        }
+        if let Some(l) = &load
+            && l.is_finished()
+            && let Some(l) = load.take()
+        {
+            load_report = Some(l.await.context("the load task")??);
+        }
+        if load.is_none() && t >= args.duration + settle {
+            break;
+        }
+    }
+    if let Some(r) = &load_report {
+        let e = &r.totals.errors;
+        println!(
+            "load done: {} requests at {:.0} req/s achieved, p99 {:.1} ms through the proxy, {} failed",
+            r.totals.requests,
+            r.totals.achieved_rps,
+            r.totals.latency_ms.p99,
+            e.connect + e.timeout + e.reset + e.other
+        );
+    }
+
+    let alerts: Vec<Alert> = handle.alerts(None);
+    let right: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| regression.profiles.contains(&a.profile))
+        .collect();
+    let wrong: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| !regression.profiles.contains(&a.profile))
+        .collect();
+    println!("\n== 5. result");
+    let expected: Vec<String> = regression
+        .profiles
+        .iter()
+        .map(|p| format!("{p} ({})", name(p)))
+        .collect();
+    println!(
+        "the slowed endpoint {} {} belongs to: {}",
+        regression.method,
+        regression.template,
+        expected.join(", ")
+    );
+    for a in &right {
+        println!(
+            "regression found on profile {} ({}): {}",
+            a.profile,
+            name(&a.profile),
+            a.summary()
+        );
+    }
+    for a in &wrong {
+        println!(
+            "alert on another profile {} ({}): {}",
+            a.profile,
+            name(&a.profile),
+            a.summary()
+        );
+    }
+    let found = !right.is_empty() && wrong.is_empty();
+    if found {
+        println!("OK: the regression was found on the right profile, and only there");
+    } else if right.is_empty() {
+        println!("NOT FOUND: no alert on the slowed endpoint's profile");
+    } else {
+        println!("FOUND, with false alarms on other profiles");
+    }
+
+    if args.serve {
+        println!(
+            "\nserving until Ctrl-C: proxy http://{}, admin http://{admin_address}",
+            proxy.address
+        );
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    stop.stop("demo over");
+    let _ = admin_stop.send(true);
+    proxy.shutdown().await;
+    let _ = admin_task.await;
+    tokio::task::spawn_blocking(move || analysis.shutdown())
+        .await
+        .ok();
+    Ok(found)
 }
