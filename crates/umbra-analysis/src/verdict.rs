@@ -15,8 +15,8 @@
 //!   error rates, a one-sided two-proportion z-test.
 //!
 //! A window *agrees* when its threshold is crossed and its detector flags.
-//! A **regression** is declared on a basis when at least `n` of its last `m`
-//! evaluated windows agree (default 2 of 3); windows without enough data (fewer
+//! A **regression** is declared on a basis for a window that agrees when at
+//! least `n` of its last `m` evaluated windows agree (default 2 of 3); windows without enough data (fewer
 //! than `min_requests` requests for a latency percentile, none at all for a
 //! rate) are not evaluated and do not count. A regression produces a
 //! [`Verdict`].
@@ -555,7 +555,9 @@ impl Judge {
         ev.crossed = rule.threshold.crossed(value, reference);
         let agrees = ev.crossed && score.flagged;
         ev.agreeing = track.push(agrees, self.config.agreement.m);
-        let regression = ev.agreeing >= self.config.agreement.n;
+        // Declared on an agreeing window only: a verdict then always carries
+        // evidence of the regression, never a recovered window's values.
+        let regression = agrees && ev.agreeing >= self.config.agreement.n;
         let sd = base.sd().max(min_sd(metric));
         let z = (x - base.mean) / sd;
         if regression {
@@ -675,7 +677,7 @@ impl Judge {
             recent: VecDeque::new(),
         });
         ev.agreeing = track.push(agrees, m);
-        if ev.agreeing >= self.config.agreement.n {
+        if agrees && ev.agreeing >= self.config.agreement.n {
             ev.status = Status::Regressed;
             ev.verdict = Some(Verdict {
                 profile: ev.profile.clone(),

@@ -51,6 +51,23 @@ pub const MIGRATIONS: &[&str] = &[
          body         TEXT NOT NULL
      );
      CREATE INDEX capacity_by_target ON capacity (target, measured_ms);",
+    // 2: window summaries (for reports) and an event log (weight changes, canary decisions).
+    "CREATE TABLE windows (
+         profile  TEXT NOT NULL,
+         role     TEXT NOT NULL,
+         start_ms INTEGER NOT NULL,
+         end_ms   INTEGER NOT NULL,
+         body     TEXT NOT NULL,
+         PRIMARY KEY (profile, role, start_ms)
+     );
+     CREATE INDEX windows_by_time ON windows (start_ms);
+     CREATE TABLE events (
+         id    INTEGER PRIMARY KEY AUTOINCREMENT,
+         kind  TEXT NOT NULL,
+         at_ms INTEGER NOT NULL,
+         body  TEXT NOT NULL
+     );
+     CREATE INDEX events_by_kind ON events (kind, at_ms);",
 ];
 
 /// What went wrong, and with which file.
@@ -120,6 +137,24 @@ pub struct CapacityRow {
     pub measured_ms: u64,
     pub capacity_rps: Option<f64>,
     /// The whole result (curve, SLO, mix) as the caller wrote it.
+    pub body: serde_json::Value,
+}
+
+/// One window summary of one profile and role.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowRow {
+    pub profile: String,
+    pub role: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub body: serde_json::Value,
+}
+
+/// One entry of the event log (a weight change, a canary decision).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventRow {
+    pub kind: String,
+    pub at_ms: u64,
     pub body: serde_json::Value,
 }
 
@@ -428,6 +463,147 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Saves window summaries (replacing one of the same profile, role and start).
+    pub fn put_windows(&self, rows: &[WindowRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(sqlite(&self.path, "starting a transaction"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO windows (profile, role, start_ms, end_ms, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(sqlite(&self.path, "preparing a window write"))?;
+            for r in rows {
+                stmt.execute(params![
+                    r.profile,
+                    r.role,
+                    r.start_ms as i64,
+                    r.end_ms as i64,
+                    r.body.to_string()
+                ])
+                .map_err(sqlite(&self.path, "writing a window"))?;
+            }
+        }
+        tx.commit().map_err(sqlite(&self.path, "saving windows"))
+    }
+
+    /// Window summaries that start in `[from_ms, to_ms)`, oldest first.
+    pub fn windows(&self, from_ms: u64, to_ms: u64) -> Result<Vec<WindowRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT profile, role, start_ms, end_ms, body FROM windows
+                 WHERE start_ms >= ?1 AND start_ms < ?2 ORDER BY start_ms, profile, role",
+            )
+            .map_err(sqlite(&self.path, "preparing a window query"))?;
+        let rows = stmt
+            .query_map(params![clamp(from_ms), clamp(to_ms)], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
+            .map_err(sqlite(&self.path, "listing windows"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (profile, role, start, end, body) =
+                row.map_err(sqlite(&self.path, "reading a window"))?;
+            let body = serde_json::from_str(&body).map_err(|source| StoreError::Json {
+                path: self.path.clone(),
+                what: "window of",
+                key: profile.clone(),
+                source,
+            })?;
+            out.push(WindowRow {
+                profile,
+                role,
+                start_ms: start.max(0) as u64,
+                end_ms: end.max(0) as u64,
+                body,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes window summaries that started before `before_ms`; returns how many.
+    pub fn prune_windows(&self, before_ms: u64) -> Result<usize, StoreError> {
+        self.conn()
+            .execute(
+                "DELETE FROM windows WHERE start_ms < ?1",
+                params![clamp(before_ms)],
+            )
+            .map_err(sqlite(&self.path, "pruning windows"))
+    }
+
+    /// Appends to the event log.
+    pub fn add_event(&self, e: &EventRow) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO events (kind, at_ms, body) VALUES (?1, ?2, ?3)",
+                params![e.kind, clamp(e.at_ms), e.body.to_string()],
+            )
+            .map_err(sqlite(&self.path, "saving an event"))?;
+        Ok(())
+    }
+
+    /// Events of `kind` (all kinds when `None`) in `[from_ms, to_ms)`, oldest first.
+    pub fn events(
+        &self,
+        kind: Option<&str>,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT kind, at_ms, body FROM events
+                 WHERE (?1 IS NULL OR kind = ?1) AND at_ms >= ?2 AND at_ms < ?3
+                 ORDER BY at_ms, id",
+            )
+            .map_err(sqlite(&self.path, "preparing an event query"))?;
+        let rows = stmt
+            .query_map(params![kind, clamp(from_ms), clamp(to_ms)], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(sqlite(&self.path, "listing events"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (kind, at, body) = row.map_err(sqlite(&self.path, "reading an event"))?;
+            let body = serde_json::from_str(&body).map_err(|source| StoreError::Json {
+                path: self.path.clone(),
+                what: "event",
+                key: kind.clone(),
+                source,
+            })?;
+            out.push(EventRow {
+                kind,
+                at_ms: at.max(0) as u64,
+                body,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Milliseconds as SQLite's signed integer (far-future bounds saturate).
+fn clamp(ms: u64) -> i64 {
+    ms.min(i64::MAX as u64) as i64
+}
+
 fn sqlite(path: &str, action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     let path = path.to_string();
     move |source| StoreError::Sqlite {
@@ -545,6 +721,55 @@ mod tests {
         let a = s.capacities(Some("a")).unwrap();
         assert_eq!(a.iter().map(|r| r.measured_ms).collect::<Vec<_>>(), [3, 1]);
         assert_eq!(s.capacities(None).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn windows_and_events_are_kept_by_time() {
+        let s = Store::in_memory().unwrap();
+        let w = |profile: &str, start: u64| WindowRow {
+            profile: profile.into(),
+            role: "shadow".into(),
+            start_ms: start,
+            end_ms: start + 10,
+            body: json!({ "p99_ms": start }),
+        };
+        s.put_windows(&[w("a", 0), w("b", 10), w("a", 20)]).unwrap();
+        s.put_windows(&[w("a", 20)]).unwrap();
+        assert_eq!(s.windows(0, 100).unwrap().len(), 3, "same key replaced");
+        assert_eq!(s.windows(10, 20).unwrap()[0].profile, "b");
+        assert_eq!(s.prune_windows(15).unwrap(), 2);
+        for (kind, at) in [("weights", 5), ("canary", 6), ("weights", 7)] {
+            s.add_event(&EventRow {
+                kind: kind.into(),
+                at_ms: at,
+                body: json!({ "at": at }),
+            })
+            .unwrap();
+        }
+        let weights = s.events(Some("weights"), 0, u64::MAX).unwrap();
+        assert_eq!(weights.iter().map(|e| e.at_ms).collect::<Vec<_>>(), [5, 7]);
+        assert_eq!(s.events(None, 6, 7).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_older_file_is_migrated_in_place() {
+        let path = temp("older");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+            c.execute(
+                "INSERT INTO state (name, updated_ms, body) VALUES ('kept', 1, '[1]')",
+                [],
+            )
+            .unwrap();
+        }
+        let e = Store::open_read_only(&path).unwrap_err().to_string();
+        assert!(e.contains("schema version 1 is older"), "{e}");
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.state::<Vec<u8>>("kept").unwrap(), Some(vec![1]));
+        s.put_windows(&[]).unwrap();
+        assert!(s.windows(0, 10).unwrap().is_empty());
     }
 
     #[test]

@@ -31,7 +31,7 @@ use umbra_analysis::window::{
 };
 use umbra_proxy::config::{duration, parse_toml};
 use umbra_proxy::record::{self, Exchange, Observer};
-use umbra_store::{AlertRow, Store};
+use umbra_store::{AlertRow, Store, WindowRow};
 
 /// The store document that holds the baselines.
 const BASELINES: &str = "analysis.baselines";
@@ -240,6 +240,18 @@ impl Default for AlertsSection {
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
     pub path: PathBuf,
+    /// How long window summaries are kept for `umbra report`. Default 7 days.
+    #[serde(default = "defaults::keep_windows", with = "duration")]
+    pub keep_windows: Duration,
+}
+
+impl StoreSection {
+    pub fn at(path: PathBuf) -> StoreSection {
+        StoreSection {
+            path,
+            keep_windows: defaults::keep_windows(),
+        }
+    }
 }
 
 mod defaults {
@@ -292,6 +304,9 @@ mod defaults {
     pub fn timeout() -> Duration {
         Duration::from_secs(5)
     }
+    pub fn keep_windows() -> Duration {
+        Duration::from_secs(7 * 24 * 3600)
+    }
 }
 
 /// One window of one profile and role, merged across upstreams, for people.
@@ -301,6 +316,7 @@ pub struct WindowSummary {
     pub end_ms: u64,
     pub requests: u64,
     pub throughput: f64,
+    pub mean_ms: Option<f64>,
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub error_rate: Option<f64>,
@@ -317,6 +333,7 @@ impl WindowSummary {
             end_ms: w.end_ms,
             requests: w.requests,
             throughput: w.throughput(),
+            mean_ms: (!w.latency.is_empty()).then(|| w.latency.mean() / 1000.0),
             p50_ms: w.p50().map(|us| us / 1000.0),
             p99_ms: w.p99().map(|us| us / 1000.0),
             error_rate: w.error_rate(),
@@ -504,6 +521,11 @@ impl Analysis {
             store,
             history: sections.analysis.history.max(1),
             store_errors: 0,
+            keep_windows: sections
+                .store
+                .as_ref()
+                .map_or(Duration::ZERO, |s| s.keep_windows),
+            last_prune: 0,
         };
         let tick = Duration::from_millis((shared.window_ms / 4).clamp(50, 1000));
         let thread = std::thread::Builder::new()
@@ -586,6 +608,8 @@ struct Worker {
     store: Option<Store>,
     history: usize,
     store_errors: u64,
+    keep_windows: Duration,
+    last_prune: u64,
 }
 
 impl Worker {
@@ -623,7 +647,8 @@ impl Worker {
             };
             let mut events = Vec::new();
             if !windows.is_empty() {
-                remember(&mut windows_view, &windows, self.history);
+                let summaries = remember(&mut windows_view, &windows, self.history);
+                self.save_windows(&summaries, now);
                 let evaluations = self.judge.observe(&windows);
                 events = self.manager.observe(&evaluations, now);
                 self.save_baselines(now);
@@ -644,6 +669,37 @@ impl Worker {
         self.save_rows(&all, now_ms());
         if let Some(d) = self.dispatcher.take() {
             let _ = tokio::time::timeout(Duration::from_secs(3), d.close()).await;
+        }
+    }
+
+    fn save_windows(&mut self, summaries: &[(String, Role, WindowSummary)], now: u64) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let rows: Vec<WindowRow> = summaries
+            .iter()
+            .filter_map(|(profile, role, w)| {
+                Some(WindowRow {
+                    profile: profile.clone(),
+                    role: role.to_string(),
+                    start_ms: w.start_ms,
+                    end_ms: w.end_ms,
+                    body: serde_json::to_value(w).ok()?,
+                })
+            })
+            .collect();
+        let keep = self.keep_windows.as_millis() as u64;
+        let result = store.put_windows(&rows).and_then(|()| {
+            // Pruning once a minute is plenty.
+            if now / 60_000 != self.last_prune / 60_000 {
+                self.last_prune = now;
+                store.prune_windows(now.saturating_sub(keep))?;
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            self.store_errors += 1;
+            eprintln!("umbra: {e}");
         }
     }
 
@@ -704,7 +760,7 @@ fn remember(
     view: &mut BTreeMap<String, BTreeMap<Role, VecDeque<WindowSummary>>>,
     windows: &[Window],
     history: usize,
-) {
+) -> Vec<(String, Role, WindowSummary)> {
     let mut merged: BTreeMap<(u64, &str, Role), Window> = BTreeMap::new();
     for w in windows {
         let k = (w.start_ms, &*w.key.profile, w.key.role);
@@ -718,17 +774,21 @@ fn remember(
             }
         }
     }
+    let mut out = Vec::with_capacity(merged.len());
     for ((_, profile, role), w) in merged {
+        let summary = WindowSummary::of(&w);
         let q = view
             .entry(profile.to_string())
             .or_default()
             .entry(role)
             .or_default();
-        q.push_back(WindowSummary::of(&w));
+        q.push_back(summary.clone());
         while q.len() > history {
             q.pop_front();
         }
+        out.push((profile.to_string(), role, summary));
     }
+    out
 }
 
 fn alert_row(a: &Alert, now: u64) -> Option<AlertRow> {

@@ -9,3 +9,4 @@ pub mod load;
 pub mod mask;
 pub mod profiles;
 pub mod proxy;
+pub mod report;

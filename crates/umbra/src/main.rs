@@ -48,6 +48,7 @@ enum Command {
     Proxy(cmd::proxy::ProxyArgs),
     Check(cmd::proxy::CheckArgs),
     Alerts(cmd::alerts::AlertsArgs),
+    Report(cmd::report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +64,7 @@ fn main() -> ExitCode {
         Command::Proxy(args) => cmd::proxy::run(args),
         Command::Check(args) => cmd::proxy::check(args),
         Command::Alerts(args) => cmd::alerts::run(args),
+        Command::Report(args) => cmd::report::run(args),
     };
     match result {
         Ok(code) => code,

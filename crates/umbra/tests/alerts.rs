@@ -385,6 +385,40 @@ path = "umbra.db"
     assert_eq!(stored[0]["profile"], search.as_str());
     assert_eq!(stored[0]["state"], "resolved");
 
+    // `umbra report` tells the story of the run from the store.
+    let out = umbra(
+        &[
+            "report",
+            "--config",
+            "umbra.toml",
+            "--since",
+            "1h",
+            "--profiles",
+            "profiles.json",
+            "-o",
+            "report.html",
+            "--markdown",
+            "report.md",
+            "--trace-url",
+            "http://127.0.0.1:16686/trace/{trace_id}",
+        ],
+        &dir,
+    );
+    assert!(out.status.success(), "{}", support::text(&out.stderr));
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    for doc in [&html, &md] {
+        assert!(
+            doc.contains(&format!("GET /api/search · browser · small ({search})")),
+            "{doc}"
+        );
+        assert!(doc.contains("resolved"), "{doc}");
+        for (path, _, _, _, _) in ROUTES {
+            assert!(doc.contains(path), "{path} in the latency table: {doc}");
+        }
+    }
+    assert!(!html.contains("<script"), "the report needs no script");
+
     let _ = alertmanager.kill();
     let _ = alertmanager.wait();
 }

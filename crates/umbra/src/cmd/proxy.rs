@@ -111,7 +111,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         None => Sections::default(),
     };
     if let Some(path) = &args.store {
-        sections.store = Some(StoreSection { path: path.clone() });
+        sections.store = Some(StoreSection::at(path.clone()));
     }
     if args.config.is_some() {
         // Flags that make sense beside a file override it.
