@@ -13,7 +13,7 @@
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -117,11 +117,9 @@ impl Exporter {
         })
     }
 
-    /// Never waits: a full queue hands the span back.
-    pub fn try_send(&self, q: Queued) -> Result<(), Queued> {
-        self.tx.try_send(q).map_err(|e| match e {
-            TrySendError::Full(q) | TrySendError::Disconnected(q) => q,
-        })
+    /// Never waits: false when the queue is full (the span is dropped).
+    pub fn try_send(&self, q: Queued) -> bool {
+        self.tx.try_send(q).is_ok()
     }
 
     /// Waits up to `timeout` for everything queued so far to be exported (or

@@ -283,18 +283,15 @@ impl Inner {
             )),
             _ => None,
         };
-        match self.exporter.try_send(Queued { span, kept }) {
-            Ok(()) => {
-                self.counters.queued.fetch_add(1, Ordering::Relaxed);
-                if let Some((p, r, e)) = exemplar {
-                    self.exemplars.observe(p.as_str(), r.as_str(), e);
-                }
+        if self.exporter.try_send(Queued { span, kept }) {
+            self.counters.queued.fetch_add(1, Ordering::Relaxed);
+            if let Some((p, r, e)) = exemplar {
+                self.exemplars.observe(p.as_str(), r.as_str(), e);
             }
-            Err(_) => {
-                self.counters
-                    .dropped_queue_full
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+        } else {
+            self.counters
+                .dropped_queue_full
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 }
