@@ -707,6 +707,12 @@ mod tests {
         assert_eq!(c.endpoint, DEFAULT_ENDPOINT);
         assert_eq!(c.sampler, Sampler::DEFAULT);
         assert_eq!(c.service_name, "umbra");
+        assert_eq!(c.slow, Some(Duration::from_secs(1)));
+        assert!(c.keep_errors);
+        assert_eq!(
+            resolve(&[], Some(&file("slow = \"0s\""))).unwrap().slow,
+            None
+        );
         let c = resolve(
             &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")],
             None,
