@@ -50,6 +50,9 @@ pub struct RunConfig {
     pub http: HttpOptions,
     pub stress: f64,
     pub thresholds: Vec<Threshold>,
+    /// Send a fresh, sampled W3C `traceparent` with every request, so
+    /// synthetic requests can be found in the tracing system.
+    pub traceparent: bool,
 }
 
 /// A once-a-second view of the run, for a progress line.
@@ -190,8 +193,10 @@ pub async fn run(
     }
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     let client = Client::new(cfg.target.clone(), &cfg.http)?;
+    let mut synth = Synth::new(set, &cfg.mix, &cfg.target.prefix);
+    synth.set_traceparent(cfg.traceparent);
     let ctx = Arc::new(Ctx {
-        synth: Synth::new(set, &cfg.mix, &cfg.target.prefix),
+        synth,
         client,
         recorder: Recorder::new(set.profiles.len(), workers + 1),
         seed: cfg.seed,

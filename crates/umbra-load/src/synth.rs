@@ -149,6 +149,10 @@ pub struct Synth {
     profiles: Vec<CompiledProfile>,
     mix_cum: Vec<f64>,
     prefix: String,
+    /// Mixed into every `traceparent`'s ids; `None` sends none. The ids come
+    /// from the arrival's RNG, so without a salt two runs with one seed would
+    /// send the same trace ids and a tracing backend would merge their traces.
+    trace_salt: Option<(u128, u64)>,
 }
 
 impl Synth {
@@ -160,7 +164,21 @@ impl Synth {
             profiles,
             mix_cum: cumulative(mix.iter().copied()),
             prefix: prefix.trim_end_matches('/').to_string(),
+            trace_salt: Some((rand::random(), rand::random())),
         }
+    }
+
+    /// Whether requests carry a fresh, sampled W3C `traceparent` (the
+    /// default): a new trace per request, with ids unique to this run.
+    pub fn set_traceparent(&mut self, on: bool) {
+        self.trace_salt = if on {
+            Some(
+                self.trace_salt
+                    .unwrap_or_else(|| (rand::random(), rand::random())),
+            )
+        } else {
+            None
+        };
     }
 
     /// The profile of arrival `k`. Not a random draw: arrival k takes the point
@@ -218,9 +236,15 @@ impl Synth {
             HeaderName::from_static("x-umbra-load"),
             HeaderValue::from_static("1"),
         );
-        let tp = traceparent(rng);
-        wire += (tp.len() + 13 + 16) as u64;
-        headers.insert(HeaderName::from_static("traceparent"), tp);
+        wire += 16;
+        // Drawn even when not sent, so the rest of the request is the same
+        // with and without `traceparent`.
+        let ids: (u64, u64, u64) = (rng.random(), rng.random(), rng.random());
+        if let Some(salt) = self.trace_salt {
+            let tp = traceparent(ids, salt);
+            wire += (tp.len() + 13) as u64;
+            headers.insert(HeaderName::from_static("traceparent"), tp);
+        }
         let body = match &t.body {
             Some(q) => {
                 let size = (q.value_at(rng.random()).max(0.0) as usize).min(MAX_BODY);
@@ -364,11 +388,14 @@ fn pick(cum: &[f64], rng: &mut SmallRng) -> usize {
         .min(cum.len().saturating_sub(1))
 }
 
-/// A W3C trace context header with random ids, sampled. Written into a fixed
-/// buffer: this runs once per request, and `format!` showed in profiles.
-fn traceparent(rng: &mut SmallRng) -> HeaderValue {
+/// A W3C trace context header with random ids, sampled: a new trace per
+/// request. The run's salt makes the ids differ between runs (the arrival RNG
+/// alone repeats them for a seed). Written into a fixed buffer: this runs once
+/// per request, and `format!` showed in profiles.
+fn traceparent((a, b, c): (u64, u64, u64), (trace_salt, span_salt): (u128, u64)) -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let (a, b, c): (u64, u64, u64) = (rng.random(), rng.random(), rng.random());
+    let (a, b) = (a ^ (trace_salt >> 64) as u64, b ^ trace_salt as u64);
+    let c = c ^ span_salt;
     // Ids of all zeros are invalid; OR-ing one bit keeps them random enough.
     let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
     for (start, v) in [(3, a), (19, b | 1), (36, c | 1)] {
@@ -540,6 +567,38 @@ mod tests {
         };
         assert_eq!(a.path, b.path);
         assert_eq!(a.headers, b.headers);
+    }
+
+    #[test]
+    fn traceparent_is_valid_sampled_and_new_in_every_run() {
+        let set = set();
+        let (a, b) = (
+            Synth::new(&set, &[0.5, 0.5], ""),
+            Synth::new(&set, &[0.5, 0.5], ""),
+        );
+        let mut off = Synth::new(&set, &[0.5, 0.5], "");
+        off.set_traceparent(false);
+        let mut seen = std::collections::HashSet::new();
+        for k in 0..500 {
+            let build = |s: &Synth| s.build(s.profile_of(3, k), &mut arrival_rng(3, k));
+            let (ra, rb, ro) = (build(&a), build(&b), build(&off));
+            let tp = ra.headers["traceparent"].as_bytes();
+            let (trace, span, flags) = umbra_trace::parse_traceparent(tp)
+                .unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(tp)));
+            assert!(flags.sampled());
+            assert!(seen.insert(trace), "trace id repeated within a run");
+            // Another run with the same seed: same request, another trace.
+            let (trace_b, span_b, _) =
+                umbra_trace::parse_traceparent(rb.headers["traceparent"].as_bytes()).unwrap();
+            assert_ne!(trace, trace_b);
+            assert_ne!(span, span_b);
+            assert_eq!((&ra.path, &ra.body), (&rb.path, &rb.body));
+            // Turned off: no header, and the request is otherwise the same.
+            assert!(ro.headers.get("traceparent").is_none());
+            assert_eq!((&ra.path, &ra.body), (&ro.path, &ro.body));
+            assert_eq!(ra.headers.len(), ro.headers.len() + 1);
+            assert_eq!(ra.wire_bytes, ro.wire_bytes + 55 + 13);
+        }
     }
 
     #[test]

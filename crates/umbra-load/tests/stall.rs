@@ -64,6 +64,7 @@ fn config(target: &str, model: Model, connections: usize) -> RunConfig {
         },
         stress: 1.0,
         thresholds: Vec::new(),
+        traceparent: true,
     }
 }
 

@@ -24,7 +24,7 @@ const THRESHOLDS_FAILED: u8 = 3;
 /// gets its share of the rate, and each request is built from one of its
 /// templates (placeholders filled with values of the right shape, query keys,
 /// headers, user agent, a body of a drawn size). Every request carries
-/// `x-umbra-load: 1` and a fresh W3C `traceparent`.
+/// `x-umbra-load: 1` and a fresh W3C `traceparent` (`--no-traceparent` to leave it out).
 ///
 /// OPEN MODEL (the default). Requests start on a schedule, whatever the target
 /// does: `--rate` requests per second (default: the set's baseline) times
@@ -152,6 +152,11 @@ struct RunArgs {
     /// No progress line, even on a terminal.
     #[arg(short, long)]
     quiet: bool,
+    /// Send no `traceparent`. By default every request starts a new, sampled
+    /// W3C trace (ids unique to the run), so synthetic requests can be found
+    /// in the tracing system the target reports to.
+    #[arg(long)]
+    no_traceparent: bool,
 }
 
 /// Merge the JSON reports of a sharded run into the report of one run.
@@ -320,6 +325,7 @@ fn run_load(a: RunArgs) -> anyhow::Result<ExitCode> {
         },
         stress,
         thresholds,
+        traceparent: !a.no_traceparent,
     };
 
     let threads = a
