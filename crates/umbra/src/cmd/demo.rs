@@ -396,6 +396,7 @@ async fn live(
         },
         stress: 1.0,
         thresholds: Vec::new(),
+        traceparent: true,
     };
     let stop = StopSignal::default();
     let (progress_tx, mut progress_rx) =
