@@ -491,7 +491,6 @@ impl WeightController {
                 }
             }
         }
-        self.respread(&back, entry);
 
         // Scores, and who would be ejected.
         let mut failing = Vec::new();
@@ -549,8 +548,19 @@ impl WeightController {
 
         // Where the weights were (ejections and entries folded in), and where the
         // scores say they should be.
+        // Built from the weights this interval started with (not through the
+        // entries above), so a server readmitted and ejected again in the same
+        // interval leaves the others where they were.
+        let entering: Vec<Option<f64>> = self
+            .slots
+            .iter()
+            .filter(|s| s.state != ServerState::Ejected)
+            .map(|s| {
+                (s.state == ServerState::Readmitted && back.contains(&s.name)).then_some(entry)
+            })
+            .collect();
         let mut from = self.active_weights();
-        spread::normalise(&mut from);
+        spread::fix(&mut from, &entering);
         spread::apply_floor(&mut from, c.floor);
         let active: Vec<&Slot> = self
             .slots
