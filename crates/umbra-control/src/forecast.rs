@@ -61,6 +61,11 @@ pub struct ForecastConfig {
     pub beta: f64,
     /// Seasonal smoothing, in [0, 1]. Default 0.2.
     pub gamma: f64,
+    /// Level smoothing of the trend model that answers while history is short
+    /// (it must follow a ramp within hours, so it forgets faster). Default 0.5.
+    pub trend_alpha: f64,
+    /// Trend smoothing of that model. Default 0.2.
+    pub trend_beta: f64,
 }
 
 impl Default for ForecastConfig {
@@ -76,6 +81,8 @@ impl Default for ForecastConfig {
             alpha: 0.2,
             beta: 0.01,
             gamma: 0.2,
+            trend_alpha: 0.5,
+            trend_beta: 0.2,
         }
     }
 }
@@ -146,6 +153,8 @@ impl ForecastConfig {
             ("alpha", self.alpha, true),
             ("beta", self.beta, false),
             ("gamma", self.gamma, false),
+            ("trend_alpha", self.trend_alpha, true),
+            ("trend_beta", self.trend_beta, false),
         ] {
             let ok = if lo_open {
                 v > 0.0 && v <= 1.0
@@ -157,7 +166,7 @@ impl ForecastConfig {
                     SECTION,
                     key,
                     v,
-                    "expected a smoothing factor in [0, 1] (alpha above 0)",
+                    "expected a smoothing factor in [0, 1] (alpha and trend_alpha above 0)",
                 ));
             }
         }
@@ -171,9 +180,14 @@ impl ForecastConfig {
     }
 
     fn model(&self, season: usize) -> Result<HoltWinters, Error> {
+        let (alpha, beta) = if season == 0 {
+            (self.trend_alpha, self.trend_beta)
+        } else {
+            (self.alpha, self.beta)
+        };
         HoltWinters::new(HoltWintersConfig {
-            alpha: self.alpha,
-            beta: self.beta,
+            alpha,
+            beta,
             gamma: self.gamma,
             season,
             warmup: if season == 0 {
