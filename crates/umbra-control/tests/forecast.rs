@@ -146,7 +146,10 @@ fn short_history_falls_back_to_the_trend() {
     assert_eq!(fc.method, ForecastMethod::Trend);
     let want = ramp(T0 + 7 * HOUR);
     let err = (fc.peak_rps - want).abs() / want;
-    eprintln!("trend forecast {:.1} req/s for {want:.1} an hour ahead", fc.peak_rps);
+    eprintln!(
+        "trend forecast {:.1} req/s for {want:.1} an hour ahead",
+        fc.peak_rps
+    );
     assert!(
         err <= 0.10,
         "trend forecast {:.1} for {want:.1}",

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod capacity;
 pub mod demo;
 pub mod detect;
 pub mod generate;
