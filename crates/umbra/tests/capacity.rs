@@ -94,7 +94,7 @@ fn finds_the_saturation_point_of_a_known_server_within_ten_percent() {
             "-t",
             &url,
             "--slo",
-            "p99<150ms,errors<1%",
+            "p99<250ms,errors<1%",
             "--start",
             "200",
             "--step-duration",
