@@ -375,7 +375,7 @@ mod tests {
         let c = search(SearchConfig::new(100.0), 437.0, 1e9);
         let got = c.capacity_rps.unwrap();
         assert!(c.converged, "{c:?}");
-        assert!(got <= 437.0 / 0.95 && got >= 437.0 * 0.95 / 1.05, "{got}");
+        assert!((437.0 * 0.95 / 1.05..=437.0 / 0.95).contains(&got), "{got}");
         let ramp: Vec<f64> = c
             .curve
             .iter()
@@ -391,7 +391,7 @@ mod tests {
     fn an_slo_failure_alone_marks_a_step_bad() {
         let c = search(SearchConfig::new(100.0), 1e9, 250.0);
         let got = c.capacity_rps.unwrap();
-        assert!(got < 250.0 && got >= 250.0 / 1.05, "{got}");
+        assert!((250.0 / 1.05..250.0).contains(&got), "{got}");
         let bad = c.curve.iter().find(|p| !p.ok).unwrap();
         assert!(bad.why.contains("p99<300ms"), "{}", bad.why);
     }

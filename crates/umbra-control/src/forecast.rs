@@ -104,7 +104,7 @@ impl ForecastConfig {
             ));
         }
         let bucket_ms = self.bucket.as_millis();
-        if self.season.as_millis() % bucket_ms != 0 || self.season < 2 * self.bucket {
+        if !self.season.as_millis().is_multiple_of(bucket_ms) || self.season < 2 * self.bucket {
             return Err(Error::config(
                 SECTION,
                 "season",
