@@ -161,80 +161,36 @@ fn finds_the_saturation_point_of_a_known_server_within_ten_percent() {
     assert!(stderr.contains("step 1: 200.0 req/s offered"), "{stderr}");
 }
 
+/// `umbra capacity` against a port where nothing listens, with `args` after
+/// the profiles and target: the exit code and standard error.
+fn capacity_at_nothing(args: &[&str]) -> (Option<i32>, String) {
+    let dir = scratch("capacity-args");
+    let mut all = vec!["capacity", "-p", PROFILES, "-t", "http://127.0.0.1:9"];
+    all.extend_from_slice(args);
+    let out = umbra(&all, &dir);
+    (out.status.code(), text(&out.stderr))
+}
+
 #[test]
 fn bad_arguments_name_the_input_and_position() {
-    let dir = scratch("capacity-args");
-    let out = umbra(
-        &[
-            "capacity",
-            "-p",
-            PROFILES,
-            "-t",
-            "http://127.0.0.1:9",
-            "--slo",
-            "p99<300ms,errros<1%",
-        ],
-        &dir,
-    );
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = capacity_at_nothing(&["--slo", "p99<300ms,errros<1%"]);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("objective 2 (column 11) of \"p99<300ms,errros<1%\"")
             && stderr.contains("unknown metric \"errros\""),
         "{stderr}"
     );
-    let out = umbra(
-        &[
-            "capacity",
-            "-p",
-            PROFILES,
-            "-t",
-            "http://127.0.0.1:9",
-            "--slo",
-            "p99<300ms",
-            "--steps",
-            "1,3,2",
-        ],
-        &dir,
-    );
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = capacity_at_nothing(&["--slo", "p99<300ms", "--steps", "1,3,2"]);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("step 3 of \"1,3,2\""), "{stderr}");
     // A profile the set does not have.
-    let out = umbra(
-        &[
-            "capacity",
-            "-p",
-            PROFILES,
-            "-t",
-            "http://127.0.0.1:9",
-            "--slo",
-            "nosuch:p99<1s",
-        ],
-        &dir,
-    );
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = capacity_at_nothing(&["--slo", "nosuch:p99<1s"]);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("nosuch"), "{stderr}");
     // Nothing listens: an error, promptly, not a capacity of zero.
-    let out = umbra(
-        &[
-            "capacity",
-            "-p",
-            PROFILES,
-            "-t",
-            "http://127.0.0.1:9",
-            "--slo",
-            "p99<1s",
-            "--start",
-            "50",
-            "--step-duration",
-            "3s",
-        ],
-        &dir,
-    );
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) =
+        capacity_at_nothing(&["--slo", "p99<1s", "--start", "50", "--step-duration", "3s"]);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("unreachable"), "{stderr}");
 }
 

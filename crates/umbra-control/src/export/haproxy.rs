@@ -138,37 +138,30 @@ impl HaproxyRuntime {
         };
         let mut line = command.trim_end().as_bytes().to_vec();
         line.push(b'\n');
-        let mut reply = Vec::new();
-        match &self.socket {
+        let reply = match &self.socket {
             HaproxySocket::Unix(path) => {
-                let mut s = UnixStream::connect(path).map_err(io("connect"))?;
+                let s = UnixStream::connect(path).map_err(io("connect"))?;
                 s.set_read_timeout(Some(self.timeout))
                     .map_err(io("connect"))?;
                 s.set_write_timeout(Some(self.timeout))
                     .map_err(io("connect"))?;
-                s.write_all(&line).map_err(io("send"))?;
-                s.read_to_end(&mut reply).map_err(io("read the answer"))?;
+                exchange(s, &line)
             }
             HaproxySocket::Tcp(addr) => {
                 let sock_addr = std::net::ToSocketAddrs::to_socket_addrs(addr.as_str())
                     .map_err(io("resolve"))?
                     .next()
-                    .ok_or_else(|| {
-                        io("resolve")(std::io::Error::new(
-                            std::io::ErrorKind::NotFound,
-                            "no address",
-                        ))
-                    })?;
-                let mut s =
+                    .ok_or_else(|| io("resolve")(std::io::ErrorKind::NotFound.into()))?;
+                let s =
                     TcpStream::connect_timeout(&sock_addr, self.timeout).map_err(io("connect"))?;
                 s.set_read_timeout(Some(self.timeout))
                     .map_err(io("connect"))?;
                 s.set_write_timeout(Some(self.timeout))
                     .map_err(io("connect"))?;
-                s.write_all(&line).map_err(io("send"))?;
-                s.read_to_end(&mut reply).map_err(io("read the answer"))?;
+                exchange(s, &line)
             }
-        }
+        };
+        let reply = reply.map_err(io("send the command and read the answer"))?;
         Ok(String::from_utf8_lossy(&reply).trim().to_string())
     }
 
@@ -255,6 +248,15 @@ impl WeightsExporter for HaproxyRuntime {
         }
         Ok(())
     }
+}
+
+/// Writes one command line and reads the answer to the end (HAProxy closes the
+/// connection after answering in non-interactive mode).
+fn exchange(mut s: impl Read + Write, line: &[u8]) -> std::io::Result<Vec<u8>> {
+    s.write_all(line)?;
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply)?;
+    Ok(reply)
 }
 
 /// Parses `show servers state` (format version 1): a version line, a `#` header
