@@ -69,7 +69,9 @@ pub struct WeightConfig {
     /// (0, 100]. Ejection is exempt: a failing server leaves at once. Default 10.
     pub max_step: f64,
     /// Fewest requests a server must have finished in an interval for its score
-    /// to move (and for it to be ejected). Default 20.
+    /// to move (and for it to be ejected). Default 20. A server at the floor sees
+    /// `floor`% of the traffic, so keep `rate × interval × floor / 100` above
+    /// this, or that server is held (and never climbs) until traffic grows.
     pub min_samples: u64,
     /// Error rate (transport errors and 5xx over requests), in (0, 1], at or above
     /// which a server is ejected. Default 0.5.

@@ -160,3 +160,28 @@ fn short_history_falls_back_to_the_trend() {
     assert_eq!(f.forecast().unwrap().late_points, 1);
     assert!((f.forecast().unwrap().peak_rps - fc.peak_rps).abs() < 1e-9);
 }
+
+#[test]
+fn the_config_reads_from_toml() {
+    let c: ForecastConfig = toml::from_str(
+        "bucket = \"1m\"\nseason = \"1d\"\nhorizon = \"2h\"\ncapacity_per_instance = 412.5\nmax_replicas = 40\n",
+    )
+    .unwrap();
+    assert_eq!(c.bucket, std::time::Duration::from_secs(60));
+    assert_eq!(c.season, std::time::Duration::from_secs(86_400));
+    assert_eq!(
+        (c.capacity_per_instance, c.max_replicas, c.headroom),
+        (412.5, Some(40), 1.25)
+    );
+    Forecaster::new(c).unwrap();
+    let e = toml::from_str::<ForecastConfig>("horizon = 3600")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("horizon"), "{e}");
+    let c: ForecastConfig = toml::from_str("bucket = \"7m\"\ncapacity_per_instance = 1").unwrap();
+    let e = Forecaster::new(c).unwrap_err().to_string();
+    assert!(
+        e.contains("control.forecast.season") && e.contains("buckets of \"7m\""),
+        "{e}"
+    );
+}
