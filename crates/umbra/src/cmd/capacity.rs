@@ -48,7 +48,8 @@ const NO_CAPACITY: u8 = 3;
 /// table (sorted by rate, the knee marked) and a one-line verdict on standard
 /// output. --json writes `capacity_rps`, the capacity per instance, and the
 /// curve (every step with its rates, p50, p99, errors, drops and why it failed).
-/// Feed `capacity_per_instance_rps` to the forecaster's replica advice.
+/// `capacity_per_instance_rps` is what the forecaster's replica advice needs
+/// (`capacity_per_instance` in `[control.forecast]`).
 ///
 /// EXIT CODES: 0 a capacity was found (or the SLO held up to --max-rate),
 /// 1 error, 2 bad arguments, 3 the SLO failed at every rate tried.
