@@ -516,7 +516,9 @@ impl WeightController {
                 continue;
             }
             let Some(latency) = s.latency_ms else {
-                s.state = ServerState::Held;
+                if s.state != ServerState::Readmitted {
+                    s.state = ServerState::Held;
+                }
                 continue;
             };
             let headroom = o.cpu.map_or(1.0, |u| (1.0 - u.min(1.0)).max(0.05));
@@ -548,11 +550,9 @@ impl WeightController {
             }
         }
 
-        // Where the weights were (ejections and entries folded in), and where the
-        // scores say they should be.
-        // Built from the weights this interval started with (not through the
-        // entries above), so a server readmitted and ejected again in the same
-        // interval leaves the others where they were.
+        // Where the weights were, with ejections and entries folded in: built from
+        // the weights this interval started with, so a server readmitted and
+        // ejected again in the same interval leaves the others where they were.
         let entering: Vec<Option<f64>> = self
             .slots
             .iter()
@@ -577,7 +577,8 @@ impl WeightController {
             known.iter().sum::<f64>() / known.len() as f64
         };
         let mut to: Vec<f64> = active.iter().map(|s| s.score.unwrap_or(average)).collect();
-        // A readmitted server stays where it entered until it is measured again.
+        // The target: shares of the scores, except that a readmitted server stays
+        // where it entered until it is measured again.
         let pinned: Vec<Option<f64>> = active
             .iter()
             .zip(&from)

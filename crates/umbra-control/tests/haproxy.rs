@@ -17,8 +17,8 @@ use umbra_control::{
     WeightController, Weights, WeightsExporter,
 };
 
-const FAST: Duration = Duration::from_millis(10);
-const SLOW: Duration = Duration::from_millis(20);
+const FAST: Duration = Duration::from_millis(20);
+const SLOW: Duration = Duration::from_millis(40);
 const REQUESTS_PER_INTERVAL: usize = 150;
 
 /// HAProxy in the foreground with an admin stats socket in `dir` and one
@@ -160,6 +160,11 @@ fn weights_converge_on_real_servers_and_haproxy_applies_them() {
         }
         let total: f64 = w.servers.iter().map(|s| s.weight).sum();
         assert!((total - 100.0).abs() < 1e-6, "{total}");
+        eprintln!(
+            "interval {}: HAProxy weights {:?}, requests {counts:?}",
+            w.interval,
+            rounded(&w)
+        );
         history.push(w);
         last_counts = counts;
     }
