@@ -24,6 +24,7 @@ use tokio::time::Sleep;
 use crate::pool::Lease;
 use crate::record::{Exchange, Recorder};
 use crate::shadow::{CopyDraft, NotMirrored};
+use crate::upstream;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -69,13 +70,14 @@ impl RequestBody {
     }
 }
 
-impl RequestBody {
-    pub fn empty(timeout: Duration, tally: Arc<AtomicU64>) -> Self {
+/// An empty body: what a request without one is replayed with.
+impl Default for RequestBody {
+    fn default() -> Self {
         RequestBody {
             inner: None,
-            timeout,
+            timeout: Duration::ZERO,
             idle: None,
-            tally,
+            tally: Arc::default(),
             tee: None,
         }
     }
@@ -212,7 +214,7 @@ impl LiveFinish {
 #[allow(clippy::large_enum_variant)]
 pub enum ResponseBody {
     Upstream {
-        inner: Incoming,
+        inner: upstream::Body,
         bytes: u64,
         finish: Option<LiveFinish>,
     },
@@ -220,7 +222,7 @@ pub enum ResponseBody {
 }
 
 impl ResponseBody {
-    pub fn upstream(inner: Incoming, finish: LiveFinish) -> Self {
+    pub fn upstream(inner: upstream::Body, finish: LiveFinish) -> Self {
         ResponseBody::Upstream {
             inner,
             bytes: 0,
@@ -265,7 +267,7 @@ impl Body for ResponseBody {
                         if let Some(f) = finish.take() {
                             f.finish(*bytes, Some("upstream body error"));
                         }
-                        Poll::Ready(Some(Err(Box::new(e))))
+                        Poll::Ready(Some(Err(e)))
                     }
                     None => {
                         if let Some(f) = finish.take() {

@@ -25,6 +25,7 @@ use crate::config::{Forwarded, HostPolicy, UpstreamUrl};
 use crate::mirror::Decision;
 use crate::record::{Exchange, RequestInfo, Role};
 use crate::shadow::{CopyDraft, SHADOW_HEADER};
+use crate::upstream::{self, SendError, UpstreamError};
 
 pub type HttpClient<B = http_body_util::Full<Bytes>> =
     Client<hyper_rustls::HttpsConnector<HttpConnector>, B>;
@@ -121,73 +122,26 @@ pub async fn handle(
     {
         parts.headers.insert(header::HOST, v.clone());
     }
-    let retry_head = (body.is_end_stream() && g.pool.endpoints.len() > 1).then(|| {
-        (
-            parts.method.clone(),
-            parts.uri.clone(),
-            parts.headers.clone(),
-        )
-    });
     let tally = Arc::new(AtomicU64::new(0));
-    let mut body = Some(RequestBody::new(
-        body,
-        g.config.listen.body_timeout,
-        tally.clone(),
-        tee,
-    ));
-    let original_uri = parts.uri.clone();
+    let body = RequestBody::new(body, g.config.listen.body_timeout, tally.clone(), tee);
     parts.version = Version::HTTP_11;
 
     let mut lease = g.pool.pick(None);
-    let mut head = Some(parts);
+    let mut request = Request::from_parts(parts, body);
     let mut attempt = 0;
     loop {
         let endpoint = lease.endpoint.clone();
-        let (head_now, request_body) = match (head.take(), body.take()) {
-            (Some(h), Some(b)) => (h, b),
-            // A retry: only requests without a body get one, and theirs is empty.
-            _ => match &retry_head {
-                Some(r) => (
-                    rebuild_head(r),
-                    RequestBody::empty(g.config.listen.body_timeout, tally.clone()),
-                ),
-                None => {
-                    let why = "a retry lost its request head".to_string();
-                    return Ok(local(
-                        &shared,
-                        info,
-                        twin,
-                        started,
-                        &endpoint.name,
-                        StatusCode::BAD_GATEWAY,
-                        why,
-                    ));
-                }
-            },
-        };
-        let mut request = Request::from_parts(head_now, request_body);
-        match upstream_uri(&endpoint.url, &original_uri) {
-            Ok(uri) => *request.uri_mut() = uri,
-            Err(e) => {
-                return Ok(local(
-                    &shared,
-                    info,
-                    twin,
-                    started,
-                    &endpoint.name,
-                    StatusCode::BAD_REQUEST,
-                    e,
-                ));
-            }
-        }
         apply_host(
             request.headers_mut(),
             &g.config.production.host,
             &endpoint.url,
         );
         let sent = Instant::now();
-        let result =
-            tokio::time::timeout(g.config.production.timeout, g.client.request(request)).await;
+        let result = tokio::time::timeout(
+            g.config.production.timeout,
+            g.upstream.send(&endpoint.target, request),
+        )
+        .await;
         match result {
             Ok(Ok(response)) => {
                 let head_time = sent.elapsed();
@@ -196,7 +150,10 @@ pub async fn handle(
                 g.pool
                     .outcome(&endpoint, matches!(status.as_u16(), 502..=504));
                 let (mut rparts, rbody) = response.into_parts();
-                strip_hop_by_hop(&mut rparts.headers);
+                if matches!(rbody, upstream::Body::Hyper(_)) {
+                    // Our own client drops hop-by-hop fields while it parses the head.
+                    strip_hop_by_hop(&mut rparts.headers);
+                }
                 let exchange = Exchange {
                     role: Role::Production,
                     upstream: endpoint.name.clone(),
@@ -221,15 +178,20 @@ pub async fn handle(
                     ResponseBody::upstream(rbody, finish),
                 ));
             }
-            Ok(Err(e)) => {
-                let slow_client = chain_has::<BodyTimeout>(&e);
+            Ok(Err(SendError { error, unsent })) => {
+                let slow_client = chain_has::<BodyTimeout>(&error);
                 if !slow_client {
                     g.pool.outcome(&endpoint, true);
                 }
-                // A connection that was never made is safe to try elsewhere when the
-                // request has no body (the body is gone with the failed attempt).
-                if e.is_connect() && attempt == 0 && retry_head.is_some() {
+                // A connection that was never made sent nothing: the request,
+                // body untouched, can go to another server.
+                if error.is_connect()
+                    && attempt == 0
+                    && g.pool.endpoints.len() > 1
+                    && let Some(unsent) = unsent
+                {
                     attempt += 1;
+                    request = unsent;
                     lease = g.pool.pick(Some(&endpoint));
                     continue;
                 }
@@ -238,23 +200,20 @@ pub async fn handle(
                         StatusCode::REQUEST_TIMEOUT,
                         "the client sent its body too slowly".to_string(),
                     )
-                } else if e.is_connect() {
+                } else if let UpstreamError::Address(e) = &error {
+                    (StatusCode::BAD_REQUEST, e.clone())
+                } else if error.is_connect() {
                     (
                         StatusCode::BAD_GATEWAY,
                         format!(
-                            "production upstream {} is unreachable: {}",
-                            endpoint.name,
-                            root_cause(&e)
+                            "production upstream {} is unreachable: {error}",
+                            endpoint.name
                         ),
                     )
                 } else {
                     (
                         StatusCode::BAD_GATEWAY,
-                        format!(
-                            "production upstream {} failed: {}",
-                            endpoint.name,
-                            root_cause(&e)
-                        ),
+                        format!("production upstream {} failed: {error}", endpoint.name),
                     )
                 };
                 drop(lease);
@@ -331,17 +290,6 @@ fn local(
     response
 }
 
-type RetryHead = (http::Method, Uri, HeaderMap);
-
-fn rebuild_head((method, uri, headers): &RetryHead) -> http::request::Parts {
-    let mut head = Request::new(()).into_parts().0;
-    head.method = method.clone();
-    head.uri = uri.clone();
-    head.version = Version::HTTP_11;
-    head.headers = headers.clone();
-    head
-}
-
 fn chain_has<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
@@ -351,15 +299,6 @@ fn chain_has<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'stati
         cur = err.source();
     }
     false
-}
-
-/// The innermost cause, which is the part a person can act on ("Connection refused").
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }
 
 /// The request's path and query on an upstream's scheme and authority.

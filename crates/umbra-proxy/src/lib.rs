@@ -26,6 +26,7 @@ pub mod resources;
 pub mod server;
 pub mod shadow;
 pub mod stats;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,7 +63,7 @@ pub use crate::config::{ConfigError, Flags};
 pub struct Generation {
     pub config: Arc<Config>,
     pub pool: Arc<Pool>,
-    pub client: HttpClient<RequestBody>,
+    pub upstream: upstream::Client<RequestBody>,
     pub mirror: MirrorPlan,
     pub shadows: Vec<Arc<ShadowTarget>>,
     /// Request headers the access log format names.
@@ -613,7 +614,10 @@ fn build_generation(
                 Arc::new(ShadowTarget::start(
                     TargetSpec {
                         config: s,
-                        client: client(config.production.connect_timeout),
+                        client: upstream::Client::new(
+                            config.production.connect_timeout,
+                            client(config.production.connect_timeout),
+                        ),
                         masker: masker.clone(),
                         recorder: recorder.clone(),
                         mirror: mirror_counters.clone(),
@@ -659,7 +663,10 @@ fn build_generation(
     }
     Ok(Generation {
         mirror: MirrorPlan::new(&config.mirror, &shadow_names),
-        client: client(config.production.connect_timeout),
+        upstream: upstream::Client::new(
+            config.production.connect_timeout,
+            client(config.production.connect_timeout),
+        ),
         http: Arc::new(server::builder(&config.listen)),
         pool,
         shadows,

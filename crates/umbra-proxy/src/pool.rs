@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use crate::config::{Ejection, Server, UpstreamUrl};
+use crate::upstream::Target;
 
 /// How fast the latency estimate forgets: the weight of an old observation
 /// falls to 1/e after this long (linkerd and tower use 10 s).
@@ -24,6 +25,8 @@ pub struct Endpoint {
     /// `host:port`, the label everywhere (metrics, logs, weights).
     pub name: Arc<str>,
     pub url: UpstreamUrl,
+    /// Where requests connect, and the idle connections (kept across reloads with the endpoint).
+    pub target: Target,
     pub metrics_url: Option<UpstreamUrl>,
     weight: AtomicU32,
     in_flight: AtomicU32,
@@ -46,6 +49,7 @@ impl Endpoint {
         Endpoint {
             name: server.url.authority().into(),
             url: server.url.clone(),
+            target: Target::new(&server.url),
             metrics_url: server.metrics.clone(),
             weight: AtomicU32::new(server.weight),
             in_flight: AtomicU32::new(0),

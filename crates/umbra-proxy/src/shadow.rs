@@ -19,10 +19,11 @@ use http::{HeaderMap, HeaderValue, Method, Request, Uri, Version};
 use http_body_util::{BodyExt, Full};
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::config::{HostPolicy, UpstreamUrl};
-use crate::forward::{HttpClient, apply_host, strip_hop_by_hop, upstream_uri};
+use crate::config::HostPolicy;
+use crate::forward::{apply_host, strip_hop_by_hop};
 use crate::record::{Exchange, Recorder, RequestInfo, Role};
 use crate::stats::Exposition;
+use crate::upstream::{self, Target};
 
 pub const SHADOW_HEADER: &str = "x-umbra-shadow";
 
@@ -201,10 +202,10 @@ pub struct ShadowTarget {
 /// Everything a dispatcher needs; lives on the shadow runtime.
 struct Dispatcher {
     name: Arc<str>,
-    url: UpstreamUrl,
+    target: Target,
     host: HostPolicy,
     timeout: Duration,
-    client: HttpClient,
+    client: upstream::Client<Full<Bytes>>,
     limit: Arc<Semaphore>,
     counters: Arc<TargetCounters>,
     mirror: Arc<MirrorCounters>,
@@ -214,7 +215,7 @@ struct Dispatcher {
 
 pub struct TargetSpec<'a> {
     pub config: &'a crate::config::Shadow,
-    pub client: HttpClient,
+    pub client: upstream::Client<Full<Bytes>>,
     pub masker: Arc<umbra_mask::Masker>,
     pub recorder: Recorder,
     pub mirror: Arc<MirrorCounters>,
@@ -230,7 +231,7 @@ impl ShadowTarget {
         let name: Arc<str> = c.name.as_str().into();
         let dispatcher = Arc::new(Dispatcher {
             name: name.clone(),
-            url: c.url.clone(),
+            target: Target::new(&c.url),
             host: c.host.clone(),
             timeout: c.timeout,
             client: spec.client,
@@ -320,7 +321,7 @@ impl Dispatcher {
         let mut headers = copy.headers;
         strip_hop_by_hop(&mut headers);
         headers.insert(SHADOW_HEADER, HeaderValue::from_static("1"));
-        apply_host(&mut headers, &self.host, &self.url);
+        apply_host(&mut headers, &self.host, &self.target.url);
         if !headers.contains_key(http::header::HOST)
             && let Some(a) = job
                 .uri
@@ -330,21 +331,18 @@ impl Dispatcher {
             // An HTTP/2 request carries its host as :authority; HTTP/1.1 needs the header.
             headers.insert(http::header::HOST, a);
         }
-        let uri = match upstream_uri(&self.url, &copy.uri) {
-            Ok(u) => u,
-            Err(_) => {
-                self.counters.failed.fetch_add(1, Relaxed);
-                return;
-            }
-        };
         let mut request = Request::new(Full::new(copy.body));
         *request.method_mut() = copy.method;
-        *request.uri_mut() = uri;
+        *request.uri_mut() = copy.uri;
         *request.headers_mut() = headers;
 
         let started = Instant::now();
         let exchange = tokio::time::timeout(self.timeout, async {
-            let response = self.client.request(request).await?;
+            let response = self
+                .client
+                .send(&self.target, request)
+                .await
+                .map_err(|e| e.error)?;
             let head = started.elapsed();
             let status = response.status().as_u16();
             let mut body = response.into_body();

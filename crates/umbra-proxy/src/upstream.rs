@@ -1,0 +1,669 @@
+//! The upstream client: our own HTTP/1.1 for `http://` upstreams, hyper for the rest.
+//!
+//! Why not hyper's client for plain HTTP/1.1: it splits each connection into a
+//! driver task and a handle joined by channels, so every request crosses to
+//! the connection's task and its response crosses back, two wake-ups and two
+//! hand-offs that nginx's event loop never pays. Here the request's own task
+//! checks a connection out of the upstream's idle pool, writes the head (one
+//! write, with a small body when it is already there), streams a larger body,
+//! parses the response head with `httparse`, and hands hyper's server a body
+//! that reads from the connection itself. The connection goes back to the pool
+//! when that body has been read to its end and the server allows reuse.
+//!
+//! `https://` upstreams still go through hyper (with rustls), as does
+//! everything this client does not speak.
+
+mod body;
+mod conn;
+mod decode;
+mod head;
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap};
+use http::{Method, Request, Response, Version};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::net::TcpStream;
+
+pub use self::body::H1Body;
+use self::conn::Conn;
+pub use self::conn::{ConnectError, Idle};
+use self::decode::Decoder;
+pub use self::decode::{Framing, FramingError};
+pub use self::head::HeadError;
+use self::head::{Parsed, RequestFraming};
+use crate::body::BoxError;
+use crate::config::UpstreamUrl;
+use crate::forward::{HttpClient, upstream_uri};
+
+/// A request body this small that is already there goes out with the head.
+const COALESCE: usize = 16 << 10;
+
+/// One upstream as the client sees it: where to connect and its idle connections.
+pub struct Target {
+    pub url: UpstreamUrl,
+    /// `host:port`, with the scheme's port filled in.
+    addr: Box<str>,
+    pub idle: Arc<Idle>,
+}
+
+impl Target {
+    pub fn new(url: &UpstreamUrl) -> Target {
+        let host = url.0.host().unwrap_or_default();
+        let port = url
+            .0
+            .port_u16()
+            .unwrap_or(if url.is_https() { 443 } else { 80 });
+        Target {
+            url: url.clone(),
+            addr: format!("{host}:{port}").into(),
+            idle: Arc::new(Idle::default()),
+        }
+    }
+}
+
+/// Why an upstream exchange failed. Messages say what went wrong in words a
+/// person can act on; the caller names the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("{0}")]
+    Connect(ConnectError),
+    #[error("sending the request: {0}")]
+    Write(io::Error),
+    #[error("reading the response: {0}")]
+    Read(io::Error),
+    #[error("the connection closed before any response")]
+    Closed,
+    #[error("the connection closed in the middle of the response head")]
+    TruncatedHead,
+    #[error("{0}")]
+    Head(#[from] HeadError),
+    #[error("response body: {0}")]
+    Framing(#[from] FramingError),
+    #[error("the client's request body failed: {0}")]
+    RequestBody(#[source] BoxError),
+    #[error("the request body had {got} bytes where Content-Length said {expected}")]
+    RequestLength { got: u64, expected: u64 },
+    #[error("{0}")]
+    Address(String),
+    #[error("{}", root_cause(.0))]
+    Hyper(#[source] hyper_util::client::legacy::Error),
+}
+
+impl UpstreamError {
+    /// No connection was made: nothing reached the upstream.
+    pub fn is_connect(&self) -> bool {
+        match self {
+            UpstreamError::Connect(_) => true,
+            UpstreamError::Hyper(e) => e.is_connect(),
+            _ => false,
+        }
+    }
+}
+
+/// The innermost cause, which is the part a person can act on ("Connection refused").
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// A failed send, with the request when none of it was sent (so it can go elsewhere).
+pub struct SendError<B> {
+    pub error: UpstreamError,
+    pub unsent: Option<Request<B>>,
+}
+
+/// A response body from any upstream.
+pub enum Body {
+    /// Read whole with the head (the connection is already back in its pool), or empty.
+    Full(Option<Bytes>),
+    H1(H1Body),
+    Hyper(Incoming),
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut *self {
+            Body::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Body::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Body::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Full(data) => data.is_none(),
+            Body::H1(b) => b.is_end_stream(),
+            Body::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
+            Body::Full(None) => SizeHint::with_exact(0),
+            Body::H1(b) => b.size_hint(),
+            Body::Hyper(b) => b.size_hint(),
+        }
+    }
+}
+
+/// The client for one kind of request body.
+pub struct Client<B> {
+    connect_timeout: Duration,
+    hyper: HttpClient<B>,
+}
+
+impl<B> Client<B>
+where
+    B: http_body::Body<Data = Bytes> + Default + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    pub fn new(connect_timeout: Duration, hyper: HttpClient<B>) -> Client<B> {
+        Client {
+            connect_timeout,
+            hyper,
+        }
+    }
+
+    /// Sends `request` (its URI's path and query; its headers as they are) to
+    /// `to`, and returns the response as soon as its head has arrived.
+    pub async fn send(
+        &self,
+        to: &Target,
+        request: Request<B>,
+    ) -> Result<Response<Body>, SendError<B>> {
+        if to.url.is_https() {
+            return self.send_hyper(to, request).await;
+        }
+        self.send_h1(to, request).await
+    }
+
+    async fn send_hyper(
+        &self,
+        to: &Target,
+        request: Request<B>,
+    ) -> Result<Response<Body>, SendError<B>> {
+        let (mut parts, body) = request.into_parts();
+        parts.uri = match upstream_uri(&to.url, &parts.uri) {
+            Ok(u) => u,
+            Err(e) => {
+                return Err(SendError {
+                    error: UpstreamError::Address(e),
+                    unsent: None,
+                });
+            }
+        };
+        parts.version = Version::HTTP_11;
+        // hyper consumes the request: keep what a retry elsewhere needs, when that is cheap to have.
+        let replay = body.is_end_stream().then(|| {
+            (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+            )
+        });
+        match self.hyper.request(Request::from_parts(parts, body)).await {
+            Ok(response) => Ok(response.map(Body::Hyper)),
+            Err(e) => {
+                let unsent = match replay {
+                    Some((method, uri, headers)) if e.is_connect() => {
+                        let mut r = Request::new(B::default());
+                        *r.method_mut() = method;
+                        *r.uri_mut() = uri;
+                        *r.headers_mut() = headers;
+                        Some(r)
+                    }
+                    _ => None,
+                };
+                Err(SendError {
+                    error: UpstreamError::Hyper(e),
+                    unsent,
+                })
+            }
+        }
+    }
+
+    async fn send_h1(
+        &self,
+        to: &Target,
+        request: Request<B>,
+    ) -> Result<Response<Body>, SendError<B>> {
+        let (parts, mut body) = request.into_parts();
+        let framing = request_framing(&parts.method, &parts.headers, &body);
+        let (mut conn, mut reused) = match to.idle.take() {
+            Some(c) => (c, true),
+            None => match Conn::connect(&to.addr, self.connect_timeout).await {
+                Ok(c) => (c, false),
+                Err(e) => {
+                    return Err(SendError {
+                        error: UpstreamError::Connect(e),
+                        unsent: Some(Request::from_parts(parts, body)),
+                    });
+                }
+            },
+        };
+        let target = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        head::encode_request(
+            &mut conn.wbuf,
+            &parts.method,
+            target,
+            &parts.headers,
+            to.url.authority(),
+            framing.0,
+            framing.1,
+        );
+        let replayable = framing.0 == RequestFraming::None;
+        let response = loop {
+            match exchange(&mut conn, &parts.method, &mut body, framing.0).await {
+                Ok(r) => break r,
+                // A pooled connection the server closed while we were sending (it
+                // can close an idle connection at any moment): nothing of the
+                // response came, so a bodiless request goes once more on a fresh one.
+                Err(Failure {
+                    error,
+                    before_response: true,
+                }) if reused && replayable => {
+                    let _ = error;
+                    reused = false;
+                    let mut fresh = match Conn::connect(&to.addr, self.connect_timeout).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            return Err(SendError {
+                                error: UpstreamError::Connect(e),
+                                unsent: Some(Request::from_parts(parts, body)),
+                            });
+                        }
+                    };
+                    std::mem::swap(&mut fresh.wbuf, &mut conn.wbuf);
+                    conn = fresh;
+                }
+                Err(f) => {
+                    return Err(SendError {
+                        error: f.error,
+                        unsent: None,
+                    });
+                }
+            }
+        };
+        let Exchanged { head, body_sent } = response;
+        let keep = head.keep_alive && body_sent;
+        let body = match head.framing {
+            Framing::Empty => {
+                body::release(conn, keep.then_some(&*to.idle));
+                Body::Full(None)
+            }
+            // The common small response: its body came with its head.
+            Framing::Length(n) if conn.rbuf.len() as u64 >= n => {
+                let data = conn.rbuf.split_to(n as usize).freeze();
+                body::release(conn, keep.then_some(&*to.idle));
+                Body::Full(Some(data))
+            }
+            framing => Body::H1(H1Body::new(
+                conn,
+                Decoder::new(framing),
+                keep.then(|| to.idle.clone()),
+            )),
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = head.status;
+        *response.headers_mut() = head.headers;
+        Ok(response)
+    }
+}
+
+/// How the request body goes on the wire, and whether we add the framing field,
+/// decided as hyper's client does: a Content-Length from the client is kept,
+/// an exact size becomes one, anything else is chunked.
+fn request_framing<B: http_body::Body>(
+    method: &Method,
+    headers: &HeaderMap,
+    body: &B,
+) -> (RequestFraming, bool) {
+    if let Some(v) = headers.get(header::CONTENT_LENGTH) {
+        if let Some(n) = v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+            return (
+                if n == 0 {
+                    RequestFraming::None
+                } else {
+                    RequestFraming::Length(n)
+                },
+                false,
+            );
+        }
+    }
+    if body.is_end_stream() {
+        return (RequestFraming::None, false);
+    }
+    match body.size_hint().exact() {
+        Some(0) if matches!(*method, Method::GET | Method::HEAD) => (RequestFraming::None, false),
+        Some(n) => (RequestFraming::Length(n), true),
+        None => (RequestFraming::Chunked, true),
+    }
+}
+
+struct Exchanged {
+    head: head::ResponseHead,
+    /// The request body went out whole (the server may have answered before it did).
+    body_sent: bool,
+}
+
+struct Failure {
+    error: UpstreamError,
+    /// Nothing of a response arrived: the request may never have been seen.
+    before_response: bool,
+}
+
+impl Failure {
+    fn early(error: UpstreamError) -> Failure {
+        Failure {
+            error,
+            before_response: true,
+        }
+    }
+    fn late(error: UpstreamError) -> Failure {
+        Failure {
+            error,
+            before_response: false,
+        }
+    }
+}
+
+/// Writes the request (head in `conn.wbuf`, then the body) and reads the response head.
+async fn exchange<B>(
+    conn: &mut Conn,
+    method: &Method,
+    body: &mut B,
+    framing: RequestFraming,
+) -> Result<Exchanged, Failure>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    conn.rbuf.clear();
+    let body_sent = match framing {
+        RequestFraming::None => {
+            write_all(&conn.stream, &conn.wbuf)
+                .await
+                .map_err(|e| Failure::early(UpstreamError::Write(e)))?;
+            true
+        }
+        _ => send_body(conn, body, framing).await?,
+    };
+    loop {
+        match head::parse_response(&mut conn.rbuf, method) {
+            Ok(Parsed::Head(head)) => return Ok(Exchanged { head, body_sent }),
+            Ok(Parsed::Interim) => continue,
+            Ok(Parsed::Partial) => {}
+            Err(e) => return Err(Failure::late(UpstreamError::Head(e))),
+        }
+        let nothing_yet = conn.rbuf.is_empty();
+        match conn.fill().await {
+            Ok(0) if nothing_yet => return Err(Failure::early(UpstreamError::Closed)),
+            Ok(0) => return Err(Failure::late(UpstreamError::TruncatedHead)),
+            Ok(_) => {}
+            Err(e) if nothing_yet => return Err(Failure::early(UpstreamError::Read(e))),
+            Err(e) => return Err(Failure::late(UpstreamError::Read(e))),
+        }
+    }
+}
+
+/// Writes the head and the body. Returns false when the server answered before
+/// the body was all sent (its bytes are in the read buffer): the rest is not
+/// sent and the connection is not reused.
+async fn send_body<B>(
+    conn: &mut Conn,
+    body: &mut B,
+    framing: RequestFraming,
+) -> Result<bool, Failure>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let chunked = framing == RequestFraming::Chunked;
+    let expected = match framing {
+        RequestFraming::Length(n) => Some(n),
+        _ => None,
+    };
+    let mut sent: u64 = 0;
+    let late = Failure::late;
+    // A small first piece that is already here goes out with the head.
+    let mut ended = false;
+    if let Some(frame) = std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
+        Poll::Ready(f) => Poll::Ready(Some(f)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
+    {
+        match frame {
+            None => ended = true,
+            Some(Err(e)) => return Err(late(UpstreamError::RequestBody(e.into()))),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if data.len() <= COALESCE {
+                        sent += data.len() as u64;
+                        check_length(sent, expected).map_err(late)?;
+                        push_piece(&mut conn.wbuf, &data, chunked);
+                    } else {
+                        write_all(&conn.stream, &conn.wbuf)
+                            .await
+                            .map_err(|e| Failure::early(UpstreamError::Write(e)))?;
+                        conn.wbuf.clear();
+                        sent += data.len() as u64;
+                        check_length(sent, expected).map_err(late)?;
+                        if !write_piece(conn, &data, chunked).await? {
+                            return Ok(false);
+                        }
+                    }
+                }
+                ended = body.is_end_stream();
+            }
+        }
+    }
+    if ended {
+        finish_body(&mut conn.wbuf, sent, expected, chunked).map_err(late)?;
+        write_all(&conn.stream, &conn.wbuf)
+            .await
+            .map_err(|e| Failure::early(UpstreamError::Write(e)))?;
+        return Ok(true);
+    }
+    if !conn.wbuf.is_empty() {
+        write_all(&conn.stream, &conn.wbuf)
+            .await
+            .map_err(|e| Failure::early(UpstreamError::Write(e)))?;
+    }
+    loop {
+        // Wait for the next piece, or for the server to answer early.
+        let frame = tokio::select! {
+            biased;
+            frame = body.frame() => frame,
+            answered = answered_early(&conn.stream, &mut conn.rbuf) => {
+                answered.map_err(late)?;
+                return Ok(false);
+            }
+        };
+        match frame {
+            None => break,
+            Some(Err(e)) => return Err(late(UpstreamError::RequestBody(e.into()))),
+            Some(Ok(frame)) => {
+                // Trailers of a client's body are not forwarded (hyper's client does not either).
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                sent += data.len() as u64;
+                check_length(sent, expected).map_err(late)?;
+                if !write_piece(conn, &data, chunked).await? {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+    conn.wbuf.clear();
+    finish_body(&mut conn.wbuf, sent, expected, chunked).map_err(late)?;
+    if !conn.wbuf.is_empty() {
+        write_all(&conn.stream, &conn.wbuf)
+            .await
+            .map_err(|e| Failure::late(UpstreamError::Write(e)))?;
+    }
+    Ok(true)
+}
+
+fn check_length(sent: u64, expected: Option<u64>) -> Result<(), UpstreamError> {
+    match expected {
+        Some(n) if sent > n => Err(UpstreamError::RequestLength {
+            got: sent,
+            expected: n,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The end of the body: the last chunk, or a check that the length was met.
+fn finish_body(
+    out: &mut Vec<u8>,
+    sent: u64,
+    expected: Option<u64>,
+    chunked: bool,
+) -> Result<(), UpstreamError> {
+    if let Some(n) = expected
+        && sent != n
+    {
+        return Err(UpstreamError::RequestLength {
+            got: sent,
+            expected: n,
+        });
+    }
+    if chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    Ok(())
+}
+
+fn push_piece(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
+    if data.is_empty() {
+        return;
+    }
+    if chunked {
+        let mut digits = [0u8; 16];
+        out.extend_from_slice(head::hex(data.len() as u64, &mut digits));
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(data);
+    }
+}
+
+/// Writes one piece of body, watching for an early answer. False: the server answered.
+async fn write_piece(conn: &mut Conn, data: &Bytes, chunked: bool) -> Result<bool, Failure> {
+    conn.wbuf.clear();
+    if data.len() <= COALESCE {
+        push_piece(&mut conn.wbuf, data, chunked);
+        return write_watching(conn, None).await.map_err(Failure::late);
+    }
+    if chunked {
+        let mut digits = [0u8; 16];
+        conn.wbuf
+            .extend_from_slice(head::hex(data.len() as u64, &mut digits));
+        conn.wbuf.extend_from_slice(b"\r\n");
+        if !write_watching(conn, None).await.map_err(Failure::late)? {
+            return Ok(false);
+        }
+    }
+    if !write_watching(conn, Some(data))
+        .await
+        .map_err(Failure::late)?
+    {
+        return Ok(false);
+    }
+    if chunked {
+        conn.wbuf.clear();
+        conn.wbuf.extend_from_slice(b"\r\n");
+        return write_watching(conn, None).await.map_err(Failure::late);
+    }
+    Ok(true)
+}
+
+/// Writes `data` (or `conn.wbuf` when None) unless the server starts answering
+/// first: a server that refuses a body (413) answers and stops reading, and
+/// waiting to write the rest would wait for ever.
+async fn write_watching(conn: &mut Conn, data: Option<&Bytes>) -> Result<bool, UpstreamError> {
+    let mut done = 0;
+    loop {
+        let buf: &[u8] = match data {
+            Some(d) => d,
+            None => &conn.wbuf,
+        };
+        if done == buf.len() {
+            return Ok(true);
+        }
+        match conn.stream.try_write(&buf[done..]) {
+            Ok(n) => {
+                done += n;
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(UpstreamError::Write(e)),
+        }
+        tokio::select! {
+            biased;
+            answered = answered_early(&conn.stream, &mut conn.rbuf) => {
+                answered?;
+                return Ok(false);
+            }
+            w = conn.stream.writable() => w.map_err(UpstreamError::Write)?,
+        }
+    }
+}
+
+/// Resolves when the server has sent something (moved into the read buffer)
+/// while we were still sending; an error when it closed or reset instead.
+async fn answered_early(stream: &TcpStream, rbuf: &mut BytesMut) -> Result<(), UpstreamError> {
+    loop {
+        stream.readable().await.map_err(UpstreamError::Read)?;
+        rbuf.reserve(1024);
+        match stream.try_read_buf(rbuf) {
+            Ok(0) => return Err(UpstreamError::Closed),
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(UpstreamError::Read(e)),
+        }
+    }
+}
+
+async fn write_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match stream.try_write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

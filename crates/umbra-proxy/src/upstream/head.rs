@@ -1,0 +1,514 @@
+//! HTTP/1.1 message heads: the request head we write, the response head we parse.
+//!
+//! A response head is parsed with `httparse`, then the buffer holding it is
+//! frozen and every header value is a slice of it (a reference count, no copy),
+//! as hyper does. Hop-by-hop fields are dropped while the map is built; they
+//! still decide the framing and whether the connection can be reused.
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+
+use super::decode::Framing;
+
+/// A response head larger than this is refused.
+pub const MAX_HEAD: usize = 64 << 10;
+/// More header fields than this are refused.
+pub const MAX_HEADERS: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    #[error("malformed response head ({0})")]
+    Malformed(&'static str),
+    #[error("response head larger than {MAX_HEAD} bytes")]
+    TooLarge,
+    #[error("more than {MAX_HEADERS} header fields in the response")]
+    TooManyFields,
+    #[error("invalid header field {0:?} in the response")]
+    Field(String),
+    #[error("invalid Content-Length {0:?} in the response")]
+    ContentLength(String),
+    #[error("the response switched protocols (101) though no upgrade was asked for")]
+    Switched,
+}
+
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub framing: Framing,
+    /// The connection may carry another request once this response is read.
+    pub keep_alive: bool,
+}
+
+/// What one parse of the buffer found.
+#[derive(Debug)]
+pub enum Parsed {
+    Head(ResponseHead),
+    /// A 1xx interim response (consumed from the buffer): wait for the final one.
+    Interim,
+    /// The head is not complete yet.
+    Partial,
+}
+
+/// Parses a response head at the start of `buf`, consuming it when complete.
+pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Parsed, HeadError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut fields);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyFields),
+        Err(e) => return Err(HeadError::Malformed(parse_error(e))),
+    };
+    if len > MAX_HEAD {
+        return Err(HeadError::TooLarge);
+    }
+    let code = response.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code).map_err(|_| HeadError::Malformed("status code"))?;
+    let version = match response.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    if status.is_informational() {
+        let _ = buf.split_to(len);
+        return match code {
+            101 => Err(HeadError::Switched),
+            _ => Ok(Parsed::Interim),
+        };
+    }
+
+    // Where each field is, so the values can be slices of the frozen head.
+    let base = buf.as_ptr() as usize;
+    let mut spans = [(0u32, 0u16, 0u32, 0u32); MAX_HEADERS];
+    let count = response.headers.len();
+    let mut keep_alive = version == Version::HTTP_11;
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut transfer_encoding = false;
+    let mut listed_hop_by_hop = false;
+    for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
+        let name = field.name.as_bytes();
+        let value = field.value;
+        let start = value.as_ptr() as usize - base;
+        let name_start = field.name.as_ptr() as usize - base;
+        *span = (
+            name_start as u32,
+            name.len() as u16,
+            start as u32,
+            value.len() as u32,
+        );
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = content_length_value(value)?;
+            if content_length.is_some_and(|m| m != n) {
+                return Err(HeadError::ContentLength(
+                    String::from_utf8_lossy(value).into_owned(),
+                ));
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            transfer_encoding = true;
+            // Only the last coding decides: `gzip, chunked` is chunked, `chunked, gzip` is not.
+            chunked = value
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive |= version == Version::HTTP_10;
+                } else if !token.is_empty() {
+                    listed_hop_by_hop = true;
+                }
+            }
+        }
+    }
+
+    let no_body = *method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if no_body {
+        Framing::Empty
+    } else if transfer_encoding {
+        // With both, Transfer-Encoding wins and the connection must not be reused
+        // (RFC 9112 section 6.3): the length was a lie one way or the other.
+        if content_length.is_some() || !chunked {
+            keep_alive = false;
+        }
+        if chunked {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        }
+    } else {
+        match content_length {
+            Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+            None => {
+                keep_alive = false;
+                Framing::UntilClose
+            }
+        }
+    };
+
+    let head: Bytes = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(name_start, name_len, start, value_len) in &spans[..count] {
+        let name = &head[name_start as usize..name_start as usize + name_len as usize];
+        if is_hop_by_hop(name) {
+            continue;
+        }
+        let name = HeaderName::from_bytes(name)
+            .map_err(|_| HeadError::Field(String::from_utf8_lossy(name).into_owned()))?;
+        let value = head.slice(start as usize..start as usize + value_len as usize);
+        let value = HeaderValue::from_maybe_shared(value)
+            .map_err(|_| HeadError::Field(name.as_str().to_string()))?;
+        headers.append(name, value);
+    }
+    if listed_hop_by_hop {
+        // Names the Connection field lists describe this hop only.
+        for &(name_start, name_len, start, value_len) in &spans[..count] {
+            let name = &head[name_start as usize..name_start as usize + name_len as usize];
+            if !name.eq_ignore_ascii_case(b"connection") {
+                continue;
+            }
+            let value = &head[start as usize..start as usize + value_len as usize];
+            for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if let Ok(listed) = HeaderName::from_bytes(token) {
+                    headers.remove(listed);
+                }
+            }
+        }
+    }
+    Ok(Parsed::Head(ResponseHead {
+        status,
+        headers,
+        framing,
+        keep_alive,
+    }))
+}
+
+fn parse_error(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Status => "invalid status line",
+        httparse::Error::Token => "invalid token",
+        httparse::Error::Version => "not HTTP/1.x",
+        httparse::Error::TooManyHeaders => "too many header fields",
+    }
+}
+
+/// `Content-Length` as one number, or a list of equal numbers (RFC 9110 section 8.6).
+fn content_length_value(value: &[u8]) -> Result<u64, HeadError> {
+    let bad = || HeadError::ContentLength(String::from_utf8_lossy(value).into_owned());
+    let mut found: Option<u64> = None;
+    for part in value.split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return Err(bad());
+        }
+        let n = std::str::from_utf8(part)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(bad)?;
+        if found.is_some_and(|m| m != n) {
+            return Err(bad());
+        }
+        found = Some(n);
+    }
+    found.ok_or_else(bad)
+}
+
+/// Fields that describe one connection, not the message (RFC 9110 section 7.6.1).
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    const NAMES: [&[u8]; 8] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"proxy-authenticate",
+    ];
+    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// How a request body is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFraming {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Writes a request head into `out` (cleared first): the request line, every
+/// field of `headers`, a `Host` from `host` when `headers` has none, and the
+/// framing field when `headers` does not already carry one.
+pub fn encode_request(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    host: &str,
+    framing: RequestFraming,
+    add_length: bool,
+) {
+    out.clear();
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if !headers.contains_key(header::HOST) {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(host.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        RequestFraming::Length(n) if add_length => {
+            out.extend_from_slice(b"content-length: ");
+            let mut digits = [0u8; 20];
+            out.extend_from_slice(decimal(n, &mut digits));
+            out.extend_from_slice(b"\r\n");
+        }
+        RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal, without allocating.
+fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &digits[i..];
+        }
+    }
+}
+
+/// `n` in hexadecimal, for chunk-size lines.
+pub fn hex(mut n: u64, digits: &mut [u8; 16]) -> &[u8] {
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[(n & 15) as usize];
+        n >>= 4;
+        if n == 0 {
+            return &digits[i..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(wire: &[u8], method: Method) -> Result<Parsed, HeadError> {
+        let mut buf = BytesMut::from(wire);
+        parse_response(&mut buf, &method)
+    }
+
+    fn head(wire: &[u8]) -> ResponseHead {
+        match parse(wire, Method::GET) {
+            Ok(Parsed::Head(h)) => h,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn framing_and_reuse_follow_the_response_fields() {
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nServer: x\r\n\r\nok");
+        assert_eq!(h.framing, Framing::Length(2));
+        assert!(h.keep_alive);
+        assert_eq!(h.headers["content-length"], "2");
+        assert_eq!(h.headers["server"], "x");
+
+        let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        assert_eq!(h.framing, Framing::Chunked);
+        assert!(h.keep_alive);
+        assert!(!h.headers.contains_key("transfer-encoding"));
+
+        let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n");
+        assert_eq!(h.framing, Framing::UntilClose);
+        assert!(!h.keep_alive);
+
+        let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n");
+        assert_eq!(h.framing, Framing::Chunked);
+        assert!(!h.keep_alive, "both framings: never reuse");
+
+        let h = head(b"HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!(h.framing, Framing::UntilClose);
+        assert!(!h.keep_alive);
+
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n");
+        assert!(!h.keep_alive);
+        assert!(!h.headers.contains_key("connection"));
+
+        let h = head(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n");
+        assert!(!h.keep_alive, "1.0 closes by default");
+        let h = head(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n");
+        assert!(h.keep_alive);
+
+        let h = head(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!(h.framing, Framing::Empty);
+        let h = head(b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(h.framing, Framing::Empty);
+        match parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+            Method::HEAD,
+        ) {
+            Ok(Parsed::Head(h)) => {
+                assert_eq!(h.framing, Framing::Empty);
+                assert_eq!(h.headers["content-length"], "5");
+            }
+            other => panic!("{other:?}"),
+        }
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n");
+        assert_eq!(h.framing, Framing::Length(3));
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_the_ones_connection_names_are_dropped() {
+        let h = head(
+            b"HTTP/1.1 200 OK\r\nX-Hop: 1\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Kept: 1\r\nUpgrade: h2c\r\nContent-Length: 0\r\n\r\n",
+        );
+        let mut names: Vec<_> = h.headers.keys().map(|n| n.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["content-length", "x-kept"]);
+        assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn interim_responses_are_skipped_and_101_is_refused() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"[..],
+        );
+        assert!(matches!(
+            parse_response(&mut buf, &Method::POST),
+            Ok(Parsed::Interim)
+        ));
+        assert!(matches!(
+            parse_response(&mut buf, &Method::POST),
+            Ok(Parsed::Head(h)) if h.status == 200
+        ));
+        assert!(buf.is_empty());
+        assert_eq!(
+            parse(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", Method::GET).expect_err("101"),
+            HeadError::Switched
+        );
+    }
+
+    #[test]
+    fn partial_heads_wait_and_every_prefix_is_partial() {
+        let wire = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\n";
+        for cut in 0..wire.len() {
+            assert!(
+                matches!(parse(&wire[..cut], Method::GET), Ok(Parsed::Partial)),
+                "prefix of {cut} bytes"
+            );
+        }
+        assert!(matches!(parse(wire, Method::GET), Ok(Parsed::Head(_))));
+    }
+
+    #[test]
+    fn bad_heads_are_clear_errors() {
+        for (wire, want) in [
+            (&b"garbage\r\n\r\n"[..], "malformed response head"),
+            (b"HTTP/2 200 OK\r\n\r\n", "malformed response head"),
+            (b"HTTP/1.1 2000 OK\r\n\r\n", "malformed response head"),
+            (
+                b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+                "malformed response head",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+                "invalid Content-Length",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n",
+                "invalid Content-Length",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                "invalid Content-Length",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+                "invalid Content-Length",
+            ),
+        ] {
+            let e = parse(wire, Method::GET).expect_err(&String::from_utf8_lossy(wire));
+            assert!(e.to_string().contains(want), "{e}");
+        }
+        let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("x-{i}: 1\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(
+            parse(&many, Method::GET).expect_err("many"),
+            HeadError::TooManyFields
+        );
+        let mut big = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', MAX_HEAD + 1));
+        assert_eq!(
+            parse(&big, Method::GET).expect_err("big"),
+            HeadError::TooLarge
+        );
+    }
+
+    #[test]
+    fn request_heads_carry_host_and_framing() {
+        let mut h = HeaderMap::new();
+        h.insert("x-a", HeaderValue::from_static("1"));
+        let mut out = Vec::new();
+        encode_request(
+            &mut out,
+            &Method::POST,
+            "/p?q=1",
+            &h,
+            "up:80",
+            RequestFraming::Length(1234),
+            true,
+        );
+        assert_eq!(
+            out,
+            b"POST /p?q=1 HTTP/1.1\r\nhost: up:80\r\nx-a: 1\r\ncontent-length: 1234\r\n\r\n"
+        );
+        h.insert("host", HeaderValue::from_static("shop.example"));
+        encode_request(
+            &mut out,
+            &Method::PUT,
+            "/",
+            &h,
+            "up:80",
+            RequestFraming::Chunked,
+            true,
+        );
+        let text = String::from_utf8(out.clone()).expect("utf8");
+        assert!(text.starts_with("PUT / HTTP/1.1\r\n"));
+        assert!(text.contains("host: shop.example\r\n") && !text.contains("up:80"));
+        assert!(text.ends_with("transfer-encoding: chunked\r\n\r\n"));
+        let mut d = [0; 16];
+        assert_eq!(hex(0, &mut d), b"0");
+        assert_eq!(hex(0x1a2b, &mut d), b"1a2b");
+        let mut d = [0; 20];
+        assert_eq!(decimal(0, &mut d), b"0");
+        assert_eq!(decimal(u64::MAX, &mut d), b"18446744073709551615");
+    }
+}
