@@ -36,6 +36,9 @@ pub struct Config {
     /// The masking rules of the copies (see `umbra-mask`).
     #[serde(default)]
     pub mask: Option<umbra_mask::MaskConfig>,
+    /// Tracing (OpenTelemetry): the `OTEL_*` environment variables override it.
+    #[serde(default)]
+    pub tracing: Option<umbra_trace::TraceFileConfig>,
     /// Sections the `umbra` binary reads itself (with [`parse_toml`]); the proxy
     /// lets them through unread.
     #[serde(default)]
@@ -793,6 +796,7 @@ impl Config {
                 format: defaults::log_format(),
             }),
             mask: None,
+            tracing: None,
             analysis: None,
             alerts: None,
             store: None,

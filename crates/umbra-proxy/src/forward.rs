@@ -18,12 +18,13 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use umbra_trace::TraceContext;
 
 use crate::Shared;
 use crate::body::{BodyTimeout, LiveFinish, RequestBody, ResponseBody};
 use crate::config::{Forwarded, HostPolicy, UpstreamUrl};
 use crate::mirror::Decision;
-use crate::record::{Exchange, RequestInfo, Role};
+use crate::record::{Exchange, RequestInfo, Role, TraceInfo};
 use crate::shadow::{CopyDraft, SHADOW_HEADER};
 use crate::upstream::{self, SendError, UpstreamError};
 
@@ -71,6 +72,11 @@ pub async fn handle(
             .collect(),
     });
 
+    // Tracing: our span continues the caller's trace (W3C or B3) or starts one.
+    let trace = shared
+        .tracer
+        .start(TraceContext::from_headers(&parts.headers).as_ref());
+
     // Mirroring: decide, and draft the copy before production sees the request.
     // A request that is itself a copy (a shadow pointed back at us) is never copied again.
     let mut twin = 0;
@@ -97,6 +103,7 @@ pub async fn handle(
                         .filter_map(|&i| g.shadows.get(i).cloned())
                         .collect(),
                     counters: shared.mirror_counters.clone(),
+                    trace: trace.clone(),
                 });
             }
         }
@@ -111,6 +118,11 @@ pub async fn handle(
     };
 
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(t) = &trace {
+        // Production sees our span as its parent.
+        t.inject(&mut parts.headers);
+    }
+    let trace = trace.map(|ctx| TraceInfo::live(ctx, received));
     add_forwarded(
         &mut parts.headers,
         g.config.listen.forwarded,
@@ -165,6 +177,7 @@ pub async fn handle(
                     upstream_time: Some(head_time),
                     error: None,
                     twin,
+                    trace,
                 };
                 let finish = LiveFinish {
                     exchange,
@@ -221,6 +234,7 @@ pub async fn handle(
                     &shared,
                     info,
                     twin,
+                    trace,
                     started,
                     &endpoint.name,
                     status,
@@ -238,6 +252,7 @@ pub async fn handle(
                     &shared,
                     info,
                     twin,
+                    trace,
                     started,
                     &endpoint.name,
                     StatusCode::GATEWAY_TIMEOUT,
@@ -254,6 +269,7 @@ fn local(
     shared: &Shared,
     request: Arc<RequestInfo>,
     twin: u64,
+    trace: Option<Box<TraceInfo>>,
     started: Instant,
     upstream: &Arc<str>,
     status: StatusCode,
@@ -275,6 +291,7 @@ fn local(
             _ => "upstream unavailable",
         }),
         twin,
+        trace,
     });
     let mut response = Response::new(ResponseBody::text(text));
     *response.status_mut() = status;

@@ -77,6 +77,8 @@ pub struct Generation {
 /// State that lives as long as the proxy, across reloads.
 pub struct Shared {
     pub generation: ArcSwap<Generation>,
+    /// Built once at start: tracing settings need a restart to change.
+    pub tracer: umbra_trace::Tracer,
     pub recorder: Recorder,
     pub mirror_counters: Arc<MirrorCounters>,
     pub stats: Arc<Mutex<StatsTable>>,
@@ -136,7 +138,9 @@ impl Proxy {
             background_runtime().map_err(StartError::Runtime)?;
         let stats = Arc::new(Mutex::new(StatsTable::default()));
         let settings = Arc::new(Mutex::new(recorder_settings(&config)?));
-        let (recorder, recorder_thread) = record::start(stats.clone(), settings.clone(), observer);
+        let tracer = build_tracer(&config)?;
+        let (recorder, recorder_thread) =
+            record::start(stats.clone(), settings.clone(), observer, tracer.clone());
         let mirror_counters = Arc::new(MirrorCounters::default());
         let resources = Arc::new(Resources::default());
         let config = Arc::new(config);
@@ -159,8 +163,12 @@ impl Proxy {
             address: config.listen.address,
             source,
         })?;
+        if tracer.is_enabled() {
+            log::info(format_args!("tracing: {}", tracing_summary(&config)));
+        }
         let shared = Arc::new(Shared {
             generation: ArcSwap::from_pointee(generation),
+            tracer,
             recorder,
             mirror_counters,
             stats,
@@ -216,6 +224,7 @@ impl Proxy {
         }
         let background = self.background_thread.take();
         let recorder = self.recorder_thread.take();
+        let tracer = self.shared.tracer.clone();
         let shared = self.shared;
         tokio::task::spawn_blocking(move || {
             if let Some(t) = background {
@@ -230,6 +239,8 @@ impl Proxy {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
+            // The spans of the last requests go out, or are given up on.
+            tracer.shutdown(Duration::from_secs(2));
         })
         .await
         .ok();
@@ -329,6 +340,27 @@ impl ProxyHandle {
             .render(&mut out);
         s.mirror_counters.render(&mut out);
         s.resources.render(&mut out);
+        if s.tracer.is_enabled() {
+            let t = s.tracer.stats();
+            out.family(
+                "umbra_trace_spans_total",
+                "counter",
+                "Spans by outcome: exported, discarded by sampling, dropped (queue full), failed or rejected by the collector.",
+            );
+            for (outcome, n) in [
+                ("exported", t.exported),
+                ("discarded", t.discarded),
+                ("dropped", t.dropped_queue_full),
+                ("failed", t.failed),
+                ("rejected", t.rejected),
+            ] {
+                out.sample(
+                    "umbra_trace_spans_total",
+                    &[("outcome", outcome.to_string())],
+                    n as f64,
+                );
+            }
+        }
         let g = s.generation.load();
         let servers: Vec<_> = g.pool.endpoints.iter().collect();
         let label = |e: &pool::Endpoint| vec![("upstream", e.name.to_string())];
@@ -518,6 +550,19 @@ impl ProxyHandle {
     }
 }
 
+/// The tracer from `[tracing]` and the `OTEL_*` variables (disabled when neither asks for it).
+fn build_tracer(config: &Config) -> Result<umbra_trace::Tracer, StartError> {
+    let cfg = umbra_trace::TraceConfig::from_env_and(config.tracing.as_ref())
+        .map_err(|e| StartError::Config(format!("tracing: {e}")))?;
+    umbra_trace::Tracer::new(&cfg).map_err(|e| StartError::Config(format!("tracing: {e}")))
+}
+
+fn tracing_summary(config: &Config) -> String {
+    umbra_trace::TraceConfig::from_env_and(config.tracing.as_ref())
+        .map(|c| c.summary())
+        .unwrap_or_default()
+}
+
 fn recorder_settings(config: &Config) -> Result<RecorderSettings, StartError> {
     let access_log = match &config.access_log {
         Some(a) => Some((
@@ -705,6 +750,9 @@ fn masker(config: &Config) -> Result<umbra_mask::Masker, String> {
 /// the TLS files, the access-log format and the profile set. Returns a summary.
 pub fn check(config: &Config) -> Result<Vec<String>, String> {
     let mut notes = Vec::new();
+    let tracing = umbra_trace::TraceConfig::from_env_and(config.tracing.as_ref())
+        .map_err(|e| format!("tracing: {e}"))?;
+    notes.push(format!("tracing: {}", tracing.summary()));
     let masker = masker(config)?;
     notes.push(format!(
         "masking: {} ({}); hash secret: {}",

@@ -22,6 +22,8 @@ use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue, Method, Uri, Version};
 use umbra_core::{ProfileSet, RequestRecord};
 use umbra_learn::classify::Classifier;
+use umbra_trace::span::keys;
+use umbra_trace::{SpanKind, SpanRecord, SpanStatus, TraceContext, Tracer};
 
 use crate::access_log::LogFormat;
 use crate::log;
@@ -86,6 +88,34 @@ pub struct Exchange {
     pub error: Option<&'static str>,
     /// Nonzero when the request was mirrored: live and copies share it.
     pub twin: u64,
+    /// This leg's span, when tracing is on.
+    pub trace: Option<Box<TraceInfo>>,
+}
+
+/// What a leg's span needs beyond the exchange itself.
+#[derive(Debug)]
+pub struct TraceInfo {
+    /// Our span (for a copy: the root of its own trace).
+    pub ctx: TraceContext,
+    /// For a copy: the live span it is linked to.
+    pub live: Option<TraceContext>,
+    pub start: SystemTime,
+    /// For a copy: how long it waited in the shadow's queue.
+    pub queue_wait: Option<Duration>,
+    /// For a copy: fields masked per rule (counts, never values).
+    pub masked: Vec<(String, u64)>,
+}
+
+impl TraceInfo {
+    pub fn live(ctx: TraceContext, start: SystemTime) -> Box<TraceInfo> {
+        Box::new(TraceInfo {
+            ctx,
+            live: None,
+            start,
+            queue_wait: None,
+            masked: Vec::new(),
+        })
+    }
 }
 
 /// The live path's side: cheap to clone, never blocks.
@@ -144,6 +174,7 @@ pub fn start(
     stats: Arc<Mutex<StatsTable>>,
     settings: Arc<Mutex<RecorderSettings>>,
     observer: Option<Box<dyn Observer>>,
+    tracer: Tracer,
 ) -> (Recorder, std::thread::JoinHandle<()>) {
     let (tx, rx) = sync_channel(QUEUE);
     let recorder = Recorder {
@@ -155,7 +186,7 @@ pub fn start(
     let vocab = recorder.header_vocab.clone();
     let handle = std::thread::Builder::new()
         .name("umbra-recorder".into())
-        .spawn(move || RecorderThread::new(stats, settings, vocab, observer).run(rx))
+        .spawn(move || RecorderThread::new(stats, settings, vocab, observer, tracer).run(rx))
         .expect("spawning the recorder thread");
     (recorder, handle)
 }
@@ -187,6 +218,7 @@ struct RecorderThread {
     shadow_twins: HashMap<u64, Vec<(u16, Instant)>>,
     line: String,
     observer: Option<Box<dyn Observer>>,
+    tracer: Tracer,
 }
 
 const ALL: &str = "all";
@@ -197,6 +229,7 @@ impl RecorderThread {
         settings: Arc<Mutex<RecorderSettings>>,
         vocab: Arc<ArcSwap<Vec<HeaderName>>>,
         observer: Option<Box<dyn Observer>>,
+        tracer: Tracer,
     ) -> Self {
         RecorderThread {
             stats,
@@ -209,6 +242,7 @@ impl RecorderThread {
             shadow_twins: HashMap::new(),
             line: String::new(),
             observer,
+            tracer,
         }
     }
 
@@ -401,6 +435,9 @@ impl RecorderThread {
             if let Some(o) = &mut self.observer {
                 o.exchange(&e, &profile);
             }
+            if let Some(t) = &e.trace {
+                self.tracer.record(span(&e, t, &profile));
+            }
             // Pair copies with their live twin, whichever finishes first.
             if e.twin != 0 {
                 match e.role {
@@ -463,6 +500,49 @@ impl RecorderThread {
             .cloned()
             .unwrap_or_else(|| Arc::from(ALL))
     }
+}
+
+/// The span of one leg: the live one (the proxy serving the client, kind
+/// server) or a copy's (the proxy calling a shadow, kind client, linked to
+/// the live span).
+fn span(e: &Exchange, t: &TraceInfo, profile: &Arc<str>) -> SpanRecord {
+    let (name, kind) = match e.role {
+        Role::Production => ("proxy", SpanKind::Server),
+        Role::Shadow => ("shadow copy", SpanKind::Client),
+    };
+    let mut s = SpanRecord::new(&t.ctx, name, kind, t.start);
+    s.duration = e.duration;
+    s.http_status = (e.status != 0).then_some(e.status);
+    s.profile = Some(profile.clone().into());
+    s.role = Some(e.role.as_str().into());
+    s.status = match e.error {
+        Some(why) => SpanStatus::Error(why.into()),
+        None if e.status >= 500 => SpanStatus::Error("upstream answered 5xx".into()),
+        None => SpanStatus::Unset,
+    };
+    s.set(keys::HTTP_METHOD, e.request.method.as_str().to_string());
+    s.set(keys::UPSTREAM, e.upstream.clone());
+    s.set(keys::PROFILE, profile.clone());
+    s.set(keys::ROLE, e.role.as_str());
+    s.set(keys::REQUEST_BODY_SIZE, e.request_bytes);
+    s.set(keys::RESPONSE_BODY_SIZE, e.response_bytes);
+    if e.status != 0 {
+        s.set(keys::HTTP_STATUS, u64::from(e.status));
+    }
+    if let Some(why) = e.error {
+        s.set(keys::ERROR_TYPE, why);
+    }
+    if let Some(w) = t.queue_wait {
+        s.set(
+            keys::QUEUE_WAIT_US,
+            w.as_micros().min(u128::from(u64::MAX)) as u64,
+        );
+    }
+    if let Some(live) = &t.live {
+        s.link_live(live);
+        s.mask_counts(t.masked.iter().map(|(rule, n)| (rule.as_str(), *n)));
+    }
+    s
 }
 
 /// The exchange as the learner sees a log line.

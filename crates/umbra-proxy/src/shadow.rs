@@ -12,16 +12,17 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, Uri, Version};
 use http_body_util::{BodyExt, Full};
 use tokio::sync::{Semaphore, mpsc};
+use umbra_trace::TraceContext;
 
 use crate::config::HostPolicy;
 use crate::forward::{apply_host, strip_hop_by_hop};
-use crate::record::{Exchange, Recorder, RequestInfo, Role};
+use crate::record::{Exchange, Recorder, RequestInfo, Role, TraceInfo};
 use crate::stats::Exposition;
 use crate::upstream::{self, Target};
 
@@ -190,6 +191,7 @@ pub struct CopyJob {
     pub twin: u64,
     pub request: Arc<RequestInfo>,
     pub enqueued: Instant,
+    pub trace: Option<TraceContext>,
 }
 
 /// A shadow target of the current generation.
@@ -287,9 +289,17 @@ impl Dispatcher {
             headers: job.headers.clone(),
             body: join(&job.body),
         };
+        let mut masked_counts = Vec::new();
         // Fail closed: a copy that could not be masked is never sent.
         match self.masker.mask(&mut copy) {
             Ok(report) => {
+                if job.trace.is_some() {
+                    masked_counts = report
+                        .masked()
+                        .iter()
+                        .map(|(rule, n)| (rule.to_string(), *n as u64))
+                        .collect();
+                }
                 let mut masked = self.mirror.masked.lock().unwrap_or_else(|p| p.into_inner());
                 for (rule, n) in report.masked() {
                     *masked.entry(rule.to_string()).or_default() += *n as u64;
@@ -331,6 +341,17 @@ impl Dispatcher {
             // An HTTP/2 request carries its host as :authority; HTTP/1.1 needs the header.
             headers.insert(http::header::HOST, a);
         }
+        let trace = job.trace.as_ref().map(|live| {
+            let own = live.linked_root();
+            own.inject(&mut headers);
+            Box::new(TraceInfo {
+                ctx: own,
+                live: Some(live.clone()),
+                start: SystemTime::now(),
+                queue_wait: Some(job.enqueued.elapsed()),
+                masked: masked_counts,
+            })
+        });
         let mut request = Request::new(Full::new(copy.body));
         *request.method_mut() = copy.method;
         *request.uri_mut() = copy.uri;
@@ -380,6 +401,7 @@ impl Dispatcher {
             upstream_time,
             error,
             twin: job.twin,
+            trace,
         });
     }
 }
@@ -394,6 +416,8 @@ pub struct CopyDraft {
     pub request: Arc<RequestInfo>,
     pub targets: Vec<Arc<ShadowTarget>>,
     pub counters: Arc<MirrorCounters>,
+    /// The live span, when tracing is on: each copy gets a trace of its own linked to it.
+    pub trace: Option<TraceContext>,
 }
 
 impl CopyDraft {
@@ -408,6 +432,7 @@ impl CopyDraft {
             twin: self.twin,
             request: self.request,
             enqueued: Instant::now(),
+            trace: self.trace,
         });
         for t in &self.targets {
             t.offer(job.clone());

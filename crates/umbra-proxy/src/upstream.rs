@@ -342,17 +342,17 @@ fn request_framing<B: http_body::Body>(
     headers: &HeaderMap,
     body: &B,
 ) -> (RequestFraming, bool) {
-    if let Some(v) = headers.get(header::CONTENT_LENGTH) {
-        if let Some(n) = v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
-            return (
-                if n == 0 {
-                    RequestFraming::None
-                } else {
-                    RequestFraming::Length(n)
-                },
-                false,
-            );
-        }
+    if let Some(v) = headers.get(header::CONTENT_LENGTH)
+        && let Some(n) = v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok())
+    {
+        return (
+            if n == 0 {
+                RequestFraming::None
+            } else {
+                RequestFraming::Length(n)
+            },
+            false,
+        );
     }
     if body.is_end_stream() {
         return (RequestFraming::None, false);

@@ -590,7 +590,10 @@ impl Observer for Feed {
             latency_us: e.duration.as_micros().min(u128::from(u64::MAX)) as u64,
             status: e.status,
             bytes: e.response_bytes,
-            trace_id: None,
+            trace_id: e
+                .trace
+                .as_ref()
+                .map(|t| umbra_analysis::window::TraceId(t.ctx.trace_id.to_u128())),
         };
         self.shared
             .windower

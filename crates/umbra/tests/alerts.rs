@@ -12,82 +12,15 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::routes::{ROUTES, upstream, write_log};
 use support::{Background, Conn, free_port, get, scratch, umbra, wait_for_port};
-
-/// The three routes: path, method, response status, body size, base latency.
-const ROUTES: [(&str, &str, u16, usize, u64); 3] = [
-    ("/api/catalog", "GET", 200, 5000, 40),
-    ("/api/search", "GET", 200, 1000, 60),
-    ("/api/cart", "POST", 201, 100, 50),
-];
-
-/// An HTTP/1.1 upstream, a thread per connection, answering each route after its
-/// latency (`/api/search` 40% later while `slow` is set).
-fn upstream(slow: Arc<AtomicBool>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let slow = slow.clone();
-            std::thread::spawn(move || serve(conn, &slow));
-        }
-    });
-    port
-}
-
-fn serve(conn: TcpStream, slow: &AtomicBool) {
-    let _ = conn.set_nodelay(true);
-    let mut out = conn.try_clone().unwrap();
-    let mut reader = BufReader::new(conn);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-        let mut length = 0usize;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            if h.trim().is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let (status, size, mut ms) = ROUTES
-            .iter()
-            .find(|r| path.starts_with(r.0))
-            .map(|r| (r.2, r.3, r.4))
-            .unwrap_or((404, 10, 1));
-        if path.starts_with("/api/search") && slow.load(Ordering::Relaxed) {
-            ms = ms * 14 / 10;
-        }
-        std::thread::sleep(Duration::from_millis(ms));
-        let head = format!("HTTP/1.1 {status} X\r\ncontent-length: {size}\r\n\r\n");
-        let mut reply = head.into_bytes();
-        reply.resize(reply.len() + size, b'x');
-        if out.write_all(&reply).is_err() {
-            return;
-        }
-    }
-}
 
 /// Collects what Alertmanager posts to its webhook receiver.
 fn webhook(received: Arc<Mutex<Vec<Value>>>) -> u16 {
@@ -137,27 +70,6 @@ fn webhook(received: Arc<Mutex<Vec<Value>>>) -> u16 {
         }
     });
     port
-}
-
-/// A combined-format log of the three routes, for `umbra learn`.
-fn write_log(dir: &Path) {
-    let mut log = String::new();
-    for i in 0..900 {
-        let (path, method, status, size, _) = ROUTES[i % 3];
-        let query = match i % 3 {
-            0 => format!("?page={}", i % 50),
-            1 => format!("?q=w{}", i % 997),
-            _ => String::new(),
-        };
-        log.push_str(&format!(
-            "10.0.{}.{} - - [26/Nov/2026:10:{:02}:{:02} +0000] \"{method} {path}{query} HTTP/1.1\" {status} {size} \"-\" \"Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0\"\n",
-            i % 10,
-            1 + i % 250,
-            (i / 60) % 60,
-            i % 60
-        ));
-    }
-    std::fs::write(dir.join("access.log"), log).unwrap();
 }
 
 fn alertmanager_alerts(port: u16) -> Vec<Value> {

@@ -35,7 +35,9 @@ pub struct Receiver {
 
 impl Receiver {
     pub fn start(args: &[&str]) -> Receiver {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/otlp_receiver.py");
+        // Relative to the workspace, so other crates' tests can use this module too.
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../umbra-trace/tests/otlp_receiver.py");
         let mut child = Command::new(python())
             .arg(&script)
             .args(args)

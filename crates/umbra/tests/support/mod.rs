@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod routes;
+
 pub const NGINX: &str = "/usr/sbin/nginx";
 
 /// Runs the `umbra` binary in `dir` and waits for it.

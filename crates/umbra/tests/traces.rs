@@ -1,0 +1,230 @@
+//! End to end: the proxy's spans reach a real OTLP decoder (PyPI's
+//! `opentelemetry-proto` behind a small receiver) with their parents, links and
+//! attributes, and an alert on a slow shadow carries trace ids that are in the
+//! exported spans (issue 8, acceptance 1 and 2).
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../umbra-trace/tests/support/mod.rs"]
+mod otlp;
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::routes::{ROUTES, upstream, upstream_seeing, write_log};
+use support::{Background, Conn, free_port, get, scratch, umbra};
+
+#[test]
+fn spans_reach_an_otlp_decoder_and_alerts_carry_exported_trace_ids() {
+    let dir = scratch("traces-e2e");
+    write_log(&dir);
+    let out = umbra(&["learn", "access.log", "-o", "profiles.json"], &dir);
+    assert!(out.status.success(), "{}", support::text(&out.stderr));
+    let profiles = support::json(&dir.join("profiles.json"));
+    let search = profiles["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"].as_str().unwrap().contains("/api/search"))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let receiver = otlp::Receiver::start(&[]);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let production = upstream_seeing(Arc::new(AtomicBool::new(false)), Some(seen.clone()));
+    // The shadow is 40% slower on /api/search from the start.
+    let shadow = upstream(Arc::new(AtomicBool::new(true)));
+    let (listen, admin) = (free_port(), free_port());
+    std::fs::write(
+        dir.join("umbra.toml"),
+        format!(
+            r#"
+[listen]
+address = "127.0.0.1:{listen}"
+[admin]
+address = "127.0.0.1:{admin}"
+[production]
+servers = [{{ url = "http://127.0.0.1:{production}" }}]
+[[shadow]]
+name = "next"
+url = "http://127.0.0.1:{shadow}"
+[mirror]
+percent = "100%"
+[profiles]
+file = "profiles.json"
+[tracing]
+endpoint = "{}"
+service_name = "umbra-e2e"
+sampler = "parentbased_always_on"
+interval = "200ms"
+[analysis]
+window = "1s"
+lateness = "300ms"
+"#,
+            receiver.url()
+        ),
+    )
+    .unwrap();
+    // The variables a deployment may set must not steer the test elsewhere.
+    let proxy = Background::start_with_env(
+        &["proxy", "--config", "umbra.toml"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+            ("OTEL_TRACES_SAMPLER", ""),
+            ("OTEL_SDK_DISABLED", ""),
+        ],
+        &dir,
+        &[listen, admin],
+    );
+
+    // Clients: every request carries a traceparent of its own, as from a traced caller.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut clients = Vec::new();
+    for (path, method, status, _, _) in ROUTES {
+        for t in 0..2u64 {
+            let (stop, sent) = (stop.clone(), sent.clone());
+            clients.push(std::thread::spawn(move || {
+                let mut conn = Conn::open(listen);
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    let trace = format!("{:032x}", rand_u128(i, path));
+                    let parent = format!("{:016x}", (i + 1) * 0x9e37_79b9);
+                    let header = format!("00-{trace}-{parent}-01");
+                    let body: &[u8] = if method == "POST" {
+                        b"{\"sku\":1}"
+                    } else {
+                        b""
+                    };
+                    let reply = conn.request(
+                        method,
+                        &format!("{path}?n={i}"),
+                        &[("traceparent", &header)],
+                        body,
+                    );
+                    assert_eq!(reply.status, status);
+                    sent.lock().unwrap().push((trace, parent));
+                    i += 2;
+                }
+            }));
+        }
+    }
+
+    // The analysis flags the shadow's search; its alert names slow requests' traces.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let alert = loop {
+        let v: Value =
+            serde_json::from_slice(&get(admin, "/api/alerts?state=firing").body).unwrap();
+        if let Some(a) = v["alerts"].as_array().and_then(|a| a.first()) {
+            break a.clone();
+        }
+        assert!(Instant::now() < deadline, "no alert: {}", proxy.log());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert_eq!(alert["profile"], search.as_str(), "{alert:#}");
+    assert_eq!(alert["role"], "shadow");
+    let alert_traces: Vec<String> = alert["verdict"]["trace_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        !alert_traces.is_empty(),
+        "the alert carries example traces: {alert:#}"
+    );
+
+    // Everything measured so far has been exported (200 ms batches).
+    std::thread::sleep(Duration::from_secs(2));
+    let spans = receiver.spans();
+    let by_trace =
+        |t: &str| -> Vec<&Value> { spans.iter().filter(|s| s["trace_id"] == t).collect() };
+    for t in &alert_traces {
+        let found = by_trace(t);
+        assert!(!found.is_empty(), "alert trace {t} was exported");
+        let s = found[0];
+        assert_eq!(s["attributes"]["umbra.role"], "shadow", "{s:#}");
+        assert_eq!(s["attributes"]["umbra.profile"], search.as_str(), "{s:#}");
+    }
+
+    // A live span continues the caller's trace under the caller's span, as a
+    // server span with the exchange's attributes; production saw it as parent.
+    let (trace, parent) = sent.lock().unwrap()[0].clone();
+    let live: Vec<&Value> = by_trace(&trace)
+        .into_iter()
+        .filter(|s| s["attributes"]["umbra.role"] == "production")
+        .collect();
+    assert_eq!(live.len(), 1, "one live span for trace {trace}");
+    let live = live[0];
+    assert_eq!(live["parent_span_id"], parent.as_str(), "{live:#}");
+    assert_eq!(live["kind"], 2, "SPAN_KIND_SERVER: {live:#}");
+    assert_eq!(live["resource"]["service.name"], "umbra-e2e", "{live:#}");
+    let a = &live["attributes"];
+    assert!(
+        a["http.response.status_code"].as_i64().is_some(),
+        "{live:#}"
+    );
+    assert!(
+        a["umbra.profile"].as_str().unwrap().starts_with("p-"),
+        "{live:#}"
+    );
+    assert_eq!(
+        a["umbra.upstream"],
+        format!("127.0.0.1:{production}"),
+        "{live:#}"
+    );
+    let live_span = live["span_id"].as_str().unwrap();
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|tp| *tp == format!("00-{trace}-{live_span}-01")),
+        "production received our span as its parent"
+    );
+
+    // Its shadow copy has a trace of its own, linked to the live span.
+    let copy: Vec<&Value> = spans
+        .iter()
+        .filter(|s| {
+            s["links"].as_array().is_some_and(|l| {
+                l.iter()
+                    .any(|l| l["span_id"] == live_span && l["trace_id"] == trace.as_str())
+            })
+        })
+        .collect();
+    assert_eq!(copy.len(), 1, "one shadow span linked to {live_span}");
+    let copy = copy[0];
+    assert_ne!(copy["trace_id"], trace.as_str());
+    assert_eq!(copy["kind"], 3, "SPAN_KIND_CLIENT: {copy:#}");
+    assert_eq!(copy["attributes"]["umbra.role"], "shadow");
+    assert_eq!(copy["attributes"]["umbra.upstream"], "next");
+    assert_eq!(copy["attributes"]["umbra.live.trace_id"], trace.as_str());
+    assert!(
+        copy["attributes"]["umbra.queue_wait_us"].as_i64().is_some(),
+        "{copy:#}"
+    );
+    assert!(
+        copy["attributes"]["umbra.mask.masked"].as_i64().is_some(),
+        "{copy:#}"
+    );
+    receiver.requests();
+}
+
+/// A distinct nonzero trace id per client request.
+fn rand_u128(i: u64, path: &str) -> u128 {
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for b in path.bytes().chain(i.to_le_bytes()) {
+        h ^= u128::from(b);
+        h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+    }
+    h | 1
+}
