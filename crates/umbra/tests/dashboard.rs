@@ -242,6 +242,14 @@ impl Browser {
 
     /// Sends one command (to the page once attached) and waits up to 20 s for its answer.
     fn call(&mut self, method: &str, params: Value) -> Value {
+        match self.call_result(method, params) {
+            Ok(v) => v,
+            Err(e) => panic!("{method}: {e}"),
+        }
+    }
+
+    /// The answer to one command, or the error Chromium gave.
+    fn call_result(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut message = json!({"id": id, "method": method, "params": params});
@@ -261,8 +269,10 @@ impl Browser {
                 )
             });
             if reply["id"] == id {
-                assert!(reply.get("error").is_none(), "{method}: {reply}");
-                return reply["result"].clone();
+                return match reply.get("error") {
+                    Some(e) => Err(e.clone()),
+                    None => Ok(reply["result"].clone()),
+                };
             }
         }
     }
@@ -277,7 +287,21 @@ impl Browser {
         r["result"]["value"].clone()
     }
 
-    /// Polls `probe` (run on the page's state) until `done` holds, up to `limit`.
+    /// Like `eval`, but `None` when the page could not run it (it is navigating).
+    fn try_eval(&mut self, expression: &str) -> Option<Value> {
+        let r = self
+            .call_result(
+                "Runtime.evaluate",
+                json!({"expression": expression, "returnByValue": true}),
+            )
+            .ok()?;
+        if r.get("exceptionDetails").is_some() {
+            return None;
+        }
+        Some(r["result"]["value"].clone())
+    }
+
+    /// Reads the page's state (`STATE`) until `done` holds, up to `limit`.
     fn wait_for(
         &mut self,
         what: &str,
@@ -285,10 +309,14 @@ impl Browser {
         mut done: impl FnMut(&Value) -> bool,
     ) -> Value {
         let deadline = Instant::now() + limit;
+        let mut state = Value::Null;
         loop {
-            let state = self.eval(STATE);
-            if done(&state) {
-                return state;
+            // A probe that lands mid-navigation fails; the next one will not.
+            if let Some(s) = self.try_eval(STATE) {
+                state = s;
+                if done(&state) {
+                    return state;
+                }
             }
             assert!(
                 Instant::now() < deadline,
