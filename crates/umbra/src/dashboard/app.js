@@ -638,10 +638,12 @@
       return;
     }
     const b = res.body;
-    const stage = b.stage ?? b.state ?? null;
+    const key = 'stage' in b ? 'stage' : 'state';
+    const stage = b[key];
+    const shown = stage !== undefined && stage !== null && typeof stage !== 'object';
     fill('canary',
-      stage !== null && typeof stage !== 'object' ? h('div', { class: 'big', 'data-stage': String(stage) }, String(stage)) : null,
-      kvOf(b, ['stage']));
+      shown ? h('div', { class: 'big', 'data-stage': String(stage) }, String(stage)) : null,
+      kvOf(b, shown ? [key] : []));
   }
 
   function renderCapacity(res) {
