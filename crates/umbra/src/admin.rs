@@ -1,6 +1,7 @@
 //! The admin listener: `/metrics`, `/api/stats`, `/healthz`, `/readyz`,
 //! `/api/weights` to read or set production weights at run time, and the
-//! analysis: `/api/alerts` and `/api/analysis`. It has its own port so that
+//! analysis: `/api/alerts` and `/api/analysis`; the dashboard at `/` (see
+//! `dashboard.rs`). It has its own port so that
 //! scrapes and operators never queue behind client traffic.
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use umbra_analysis::alert::AlertState;
 use umbra_proxy::ProxyHandle;
 
 use crate::analysis::AnalysisHandle;
+use crate::dashboard;
 
 /// What the admin handlers read.
 #[derive(Clone)]
@@ -35,6 +37,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/analysis", get(analysis))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .route("/", get(dashboard::page))
+        .route("/dashboard", get(dashboard::page))
+        .route(dashboard::SCRIPT_PATH, get(dashboard::script))
+        .route(dashboard::STYLE_PATH, get(dashboard::style))
         .with_state(state)
 }
 

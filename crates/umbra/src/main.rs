@@ -6,6 +6,7 @@
 mod admin;
 mod analysis;
 mod cmd;
+mod dashboard;
 mod duration;
 
 use std::process::ExitCode;
