@@ -47,6 +47,8 @@ pub struct Config {
     pub alerts: Option<de::IgnoredAny>,
     #[serde(default)]
     pub store: Option<de::IgnoredAny>,
+    #[serde(default)]
+    pub control: Option<de::IgnoredAny>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -800,6 +802,7 @@ impl Config {
             analysis: None,
             alerts: None,
             store: None,
+            control: None,
         };
         config.check().map_err(invalid)?;
         Ok(config)

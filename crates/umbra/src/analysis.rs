@@ -45,6 +45,8 @@ pub struct Sections {
     pub alerts: AlertsSection,
     #[serde(default)]
     pub store: Option<StoreSection>,
+    #[serde(default)]
+    pub control: crate::control::ControlSection,
 }
 
 impl Sections {
@@ -72,6 +74,10 @@ impl Sections {
         a.judge
             .validate()
             .map_err(|e| format!("section [analysis.judge]: {e}"))?;
+        if let Some(w) = &self.control.weights {
+            w.validate()
+                .map_err(|e| format!("section [control.weights]: {e}"))?;
+        }
         for (i, s) in self.alerts.sinks.iter().enumerate() {
             umbra_analysis::alert::sink::Sink::new(s)
                 .map_err(|e| format!("key alerts.sinks[{i}]: {e}"))?;
@@ -102,6 +108,14 @@ impl Sections {
             notes.push(format!("alerts to: {}", sinks.join(", ")));
         } else {
             notes.push("analysis: off".to_string());
+        }
+        if let Some(w) = &self.control.weights {
+            notes.push(format!(
+                "weights from performance every {} (floor {}, at most {} points a step)",
+                humantime::format_duration(w.interval),
+                w.floor,
+                w.max_step
+            ));
         }
         match &self.store {
             Some(s) => notes.push(format!("store: {}", s.path.display())),
@@ -447,6 +461,7 @@ fn escape(v: &str) -> String {
 /// The running analysis.
 pub struct Analysis {
     handle: AnalysisHandle,
+    store: Option<Arc<Store>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -465,7 +480,7 @@ impl Analysis {
         )
         .map_err(|e| anyhow::anyhow!("[analysis]: {e}"))?;
         let store = match &sections.store {
-            Some(s) => Some(Store::open(&s.path)?),
+            Some(s) => Some(Arc::new(Store::open(&s.path)?)),
             None => None,
         };
         let judge_config = sections.analysis.judge.clone();
@@ -513,6 +528,7 @@ impl Analysis {
             Dispatcher::spawn(sections.dispatcher_config())?
         };
         let (stop, stopped) = tokio::sync::oneshot::channel();
+        let store_handle = store.clone();
         let worker = Worker {
             shared: shared.clone(),
             judge,
@@ -536,11 +552,17 @@ impl Analysis {
             handle: AnalysisHandle { shared },
             stop: Some(stop),
             thread: Some(thread),
+            store: store_handle,
         }))
     }
 
     pub fn handle(&self) -> AnalysisHandle {
         self.handle.clone()
+    }
+
+    /// The store it opened, for the other loops that record into it.
+    pub fn store(&self) -> Option<Arc<Store>> {
+        self.store.clone()
     }
 
     /// What the proxy's recorder hands every measured exchange to.
@@ -608,7 +630,7 @@ struct Worker {
     judge: Judge,
     manager: AlertManager,
     dispatcher: Option<Dispatcher>,
-    store: Option<Store>,
+    store: Option<Arc<Store>>,
     history: usize,
     store_errors: u64,
     keep_windows: Duration,

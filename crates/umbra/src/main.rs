@@ -6,6 +6,7 @@
 mod admin;
 mod analysis;
 mod cmd;
+mod control;
 mod dashboard;
 mod duration;
 

@@ -34,22 +34,28 @@ use umbra_proxy::Proxy;
 use umbra_proxy::config::Config;
 
 use crate::admin;
-use crate::analysis::{AlertsSection, Analysis, AnalysisSection, Sections};
+use crate::analysis::{AlertsSection, Analysis, AnalysisSection, Sections, StoreSection};
 use crate::cmd::learn::write_set;
 use crate::cmd::profiles::render_table;
+use crate::control::ControlSection;
+use umbra_control::weights::WeightConfig;
 
 const SAMPLE_LOG: &[u8] = include_bytes!("../../assets/shop-access-1k.log");
 
 /// How much slower the shadow is on the regressed endpoint.
-const SLOWDOWN: f64 = 1.6;
+const SLOWDOWN: f64 = 2.5;
+/// How much slower the second production server is than the first, everywhere.
+const SECOND_SERVER: f64 = 1.5;
 
 /// Run Umbra end to end on built-in data, on 127.0.0.1 only.
 ///
 /// Learns profiles from a bundled real access log, starts a sample production
-/// service and a shadow "new version" that is 60% slower on one endpoint, puts
+/// service on two servers (the second 50% slower) and a shadow "new version" that is
+/// 150% slower on one endpoint, puts
 /// the proxy in front (every request mirrored to the shadow, masked), sends
 /// synthetic load shaped by the profiles (baseline, then twice the rate), and
-/// lets the analysis compare shadow with production per profile. Prints what
+/// lets the analysis compare shadow with production per profile while the
+/// weights follow the servers' performance. Writes a report at the end. Prints what
 /// happens as it happens, with the admin address (`/api/analysis`,
 /// `/api/alerts`, `/metrics`).
 ///
@@ -184,10 +190,12 @@ struct Service {
     /// Per template index: status and response size.
     answers: Vec<(u16, usize)>,
     slow: Option<Templater>,
+    /// Every latency multiplied by this (a slower server).
+    speed: f64,
 }
 
 impl Service {
-    fn new(set: &ProfileSet, slow: Option<&str>) -> Service {
+    fn new(set: &ProfileSet, slow: Option<&str>, speed: f64) -> Service {
         let mut seen = Vec::new();
         let mut answers = Vec::new();
         for t in set.profiles.iter().flat_map(|p| &p.templates) {
@@ -219,6 +227,7 @@ impl Service {
             templates,
             answers,
             slow: slow.map(|t| Templater::from_templates([t])),
+            speed,
         }
     }
 
@@ -245,7 +254,7 @@ impl Service {
             .template_of(&path)
             .and_then(|m| self.answers.get(m.template as usize).copied())
             .unwrap_or((404, 64));
-        let mut latency = Service::latency(&path);
+        let mut latency = Service::latency(&path).mul_f64(self.speed);
         if let Some(slow) = &self.slow
             && slow.template_of(&path).is_some()
         {
@@ -279,6 +288,9 @@ async fn live(
     profiles_path: PathBuf,
     regression: Regression,
 ) -> anyhow::Result<bool> {
+    let store_path = std::env::temp_dir()
+        .join(format!("umbra-demo-{}", std::process::id()))
+        .join("umbra.db");
     let names: std::collections::BTreeMap<String, String> = set
         .profiles
         .iter()
@@ -287,11 +299,16 @@ async fn live(
     let name = |id: &str| names.get(id).cloned().unwrap_or_else(|| id.to_string());
 
     println!("\n== 2. services: a sample production service and its next version");
-    let production = Service::new(&set, None).start().await?;
-    let shadow = Service::new(&set, Some(&regression.template))
+    let production = Service::new(&set, None, 1.0).start().await?;
+    let production_b = Service::new(&set, None, SECOND_SERVER).start().await?;
+    let shadow = Service::new(&set, Some(&regression.template), 1.0)
         .start()
         .await?;
     println!("production on http://{production}: every learned endpoint, shop-like latencies");
+    println!(
+        "production on http://{production_b}: the same, {:.0}% slower (the weights should move away from it)",
+        (SECOND_SERVER - 1.0) * 100.0
+    );
     println!(
         "shadow on http://{shadow}: the same, but {} {} is {:.0}% slower (the regression to find)",
         regression.method,
@@ -304,7 +321,7 @@ async fn live(
         "demo",
         &format!(
             "[listen]\naddress = \"127.0.0.1:0\"\n\
-             [production]\nservers = [{{ url = \"http://{production}\" }}]\n\
+             [production]\nservers = [{{ url = \"http://{production}\" }}, {{ url = \"http://{production_b}\" }}]\n\
              [[shadow]]\nname = \"next\"\nurl = \"http://{shadow}\"\n\
              [mirror]\npercent = \"100%\"\n\
              [profiles]\nfile = {:?}\n",
@@ -322,7 +339,13 @@ async fn live(
             sinks: Vec::new(),
             ..AlertsSection::default()
         },
-        store: None,
+        store: Some(StoreSection::at(store_path.clone())),
+        control: ControlSection {
+            weights: Some(WeightConfig {
+                interval: Duration::from_secs(3),
+                ..WeightConfig::default()
+            }),
+        },
     };
     let analysis = Analysis::start(&sections)?.context("the analysis is on")?;
     let proxy = Proxy::start_observed(config, Some(analysis.feed())).await?;
@@ -344,6 +367,27 @@ async fn live(
     println!(
         "analysis: 2s windows; a regression needs p99 up 20% and a significant rank test in 2 of 3 windows"
     );
+    println!(
+        "weights: every 3s from each server's latency at the profile mix (floor 5%, at most 10 points a step)"
+    );
+    let (weights_stop, weights_stopped) = tokio::sync::watch::channel(false);
+    let weights_task = {
+        let started = Instant::now();
+        tokio::spawn(crate::control::run_weights(
+            sections.control.weights.clone().unwrap_or_default(),
+            proxy.handle(),
+            analysis.store(),
+            weights_stopped,
+            move |c: &crate::control::Change| {
+                let w: Vec<String> = c.weights.iter().map(|(s, w)| format!("{s} {w}")).collect();
+                println!(
+                    "[{:5.1}s] weights: {}",
+                    started.elapsed().as_secs_f64(),
+                    w.join(", ")
+                );
+            },
+        ))
+    };
 
     let half = args.duration / 2;
     println!(
@@ -522,6 +566,23 @@ async fn live(
         println!("FOUND, with false alarms on other profiles");
     }
 
+    if let Some(store) = analysis.store() {
+        let to = chrono::Utc::now().timestamp_millis().max(0) as u64;
+        let from =
+            to.saturating_sub((started.elapsed() + Duration::from_secs(5)).as_millis() as u64);
+        let data = crate::cmd::report::gather(&store, from, to, names.clone(), None)?;
+        let report = profiles_path.with_file_name("umbra-report.html");
+        std::fs::write(&report, crate::cmd::report::html(&data))
+            .with_context(|| format!("writing {}", report.display()))?;
+        println!(
+            "report: {} ({} regressions, {} profiles, {} weight changes)",
+            report.display(),
+            data.alerts.len(),
+            data.costs.len(),
+            data.weights.len()
+        );
+    }
+
     if args.serve {
         println!(
             "\nserving until Ctrl-C: proxy http://{}, admin http://{admin_address}",
@@ -530,6 +591,8 @@ async fn live(
         let _ = tokio::signal::ctrl_c().await;
     }
     stop.stop("demo over");
+    let _ = weights_stop.send(true);
+    let _ = weights_task.await;
     let _ = admin_stop.send(true);
     proxy.shutdown().await;
     let _ = admin_task.await;

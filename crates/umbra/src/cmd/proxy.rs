@@ -148,6 +148,20 @@ async fn serve(config: Config, sections: Sections, source: ConfigSource) -> anyh
         a.handle()
             .set_resources(Box::new(move || resource_samples(&h)));
     }
+    let (control_stop, control_stopped) = tokio::sync::watch::channel(false);
+    let weights_task = sections.control.weights.clone().map(|w| {
+        let store = analysis.as_ref().and_then(Analysis::store);
+        tokio::spawn(crate::control::run_weights(
+            w,
+            handle.clone(),
+            store,
+            control_stopped,
+            |c: &crate::control::Change| {
+                let w: Vec<String> = c.weights.iter().map(|(s, w)| format!("{s}={w}")).collect();
+                eprintln!("umbra: weights {}", w.join(" "));
+            },
+        ))
+    });
     let state = admin::AdminState {
         proxy: handle.clone(),
         analysis: analysis.as_ref().map(Analysis::handle),
@@ -170,6 +184,12 @@ async fn serve(config: Config, sections: Sections, source: ConfigSource) -> anyh
 
     wait_for_signals(&handle, &source).await?;
     eprintln!("umbra: draining");
+    let _ = control_stop.send(true);
+    if let Some(t) = weights_task
+        && let Ok(Err(e)) = t.await
+    {
+        eprintln!("umbra: weights: {e}");
+    }
     let _ = admin_stop.send(true);
     let cut = proxy.shutdown().await;
     if let Some(t) = admin_task {
