@@ -330,14 +330,33 @@ impl ProxyHandle {
             .any(|e| e.healthy() && !g.pool.is_ejected(e))
     }
 
-    /// `/metrics` in Prometheus text format.
+    /// The trace viewer link of a trace (`[tracing] link_template`), if one is set.
+    pub fn trace_url(&self, trace_id_hex: &str) -> Option<String> {
+        let id = umbra_trace::TraceId::from_hex(trace_id_hex).ok()?;
+        self.shared.tracer.trace_url(id, None)
+    }
+
+    /// `/metrics` in Prometheus text format (0.0.4).
     pub fn metrics(&self) -> String {
+        self.render_metrics(Exposition::default())
+    }
+
+    /// `/metrics` in OpenMetrics 1.0, with the latest slow request's trace as an
+    /// exemplar on each latency histogram (when tracing is on), without the
+    /// closing `# EOF` (the caller may add its own families first).
+    pub fn openmetrics(&self) -> String {
+        self.render_metrics(Exposition::openmetrics())
+    }
+
+    fn render_metrics(&self, mut out: Exposition) -> String {
         let s = &self.shared;
-        let mut out = Exposition::default();
+        let exemplars = s.tracer.exemplars();
         s.stats
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .render(&mut out);
+            .render(&mut out, &|profile, role| {
+                exemplars.and_then(|e| e.latest(profile, role))
+            });
         s.mirror_counters.render(&mut out);
         s.resources.render(&mut out);
         if s.tracer.is_enabled() {

@@ -17,6 +17,8 @@ use std::sync::Arc;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
+use umbra_trace::Exemplar;
+
 use crate::record::{Exchange, Role};
 
 /// Bucket bounds of `umbra_request_duration_seconds`.
@@ -120,7 +122,9 @@ impl StatsTable {
         }
     }
 
-    pub fn render(&self, out: &mut Exposition) {
+    /// Writes every series; `exemplar` gives the latest slow request's
+    /// exemplar of a (profile, role), put on the latency bucket it falls in.
+    pub fn render(&self, out: &mut Exposition, exemplar: &dyn Fn(&str, &str) -> Option<Exemplar>) {
         let labels = |k: &SeriesKey| {
             vec![
                 ("role", k.role.as_str().to_string()),
@@ -149,7 +153,21 @@ impl StatsTable {
         );
         for (k, s) in &self.series {
             let base = labels(k);
-            for bound in BUCKETS {
+            let ex = if out.openmetrics {
+                exemplar(&k.profile, k.role.as_str())
+            } else {
+                None
+            };
+            let ex_text = ex.map(|e| e.openmetrics());
+            // The bucket an exemplar belongs to: the first whose bound holds it.
+            let ex_bucket = ex.map(|e| {
+                let secs = e.latency.as_secs_f64();
+                BUCKETS
+                    .iter()
+                    .position(|b| secs <= *b)
+                    .unwrap_or(BUCKETS.len())
+            });
+            for (i, bound) in BUCKETS.iter().enumerate() {
                 let us = (bound * 1e6) as u64;
                 let count = if s.latency.is_empty() {
                     0
@@ -157,15 +175,23 @@ impl StatsTable {
                     s.latency.count_between(0, us)
                 };
                 let mut l = base.clone();
-                l.push(("le", format_float(bound)));
-                out.sample("umbra_request_duration_seconds_bucket", &l, count as f64);
+                l.push(("le", format_float(*bound)));
+                out.sample_with(
+                    "umbra_request_duration_seconds_bucket",
+                    &l,
+                    count as f64,
+                    ex_text.as_deref().filter(|_| ex_bucket == Some(i)),
+                );
             }
             let mut l = base.clone();
             l.push(("le", "+Inf".into()));
-            out.sample(
+            out.sample_with(
                 "umbra_request_duration_seconds_bucket",
                 &l,
                 s.latency.len() as f64,
+                ex_text
+                    .as_deref()
+                    .filter(|_| ex_bucket == Some(BUCKETS.len())),
             );
             out.sample(
                 "umbra_request_duration_seconds_sum",
@@ -292,10 +318,26 @@ impl StatsTable {
 #[derive(Default)]
 pub struct Exposition {
     pub text: String,
+    /// OpenMetrics 1.0 rather than Prometheus text 0.0.4: counter families are
+    /// named without `_total`, histogram buckets may carry exemplars, and the
+    /// caller ends the page with `# EOF`.
+    pub openmetrics: bool,
 }
 
 impl Exposition {
+    pub fn openmetrics() -> Exposition {
+        Exposition {
+            text: String::new(),
+            openmetrics: true,
+        }
+    }
+
     pub fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let name = if self.openmetrics && kind == "counter" {
+            name.strip_suffix("_total").unwrap_or(name)
+        } else {
+            name
+        };
         let _ = writeln!(
             self.text,
             "# HELP {name} {}",
@@ -305,6 +347,18 @@ impl Exposition {
     }
 
     pub fn sample(&mut self, name: &str, labels: &[(&str, String)], value: f64) {
+        self.sample_with(name, labels, value, None);
+    }
+
+    /// A sample with an OpenMetrics exemplar (` # {trace_id="…"} value ts`),
+    /// dropped in the 0.0.4 format, which has no place for it.
+    pub fn sample_with(
+        &mut self,
+        name: &str,
+        labels: &[(&str, String)],
+        value: f64,
+        exemplar: Option<&str>,
+    ) {
         self.text.push_str(name);
         if !labels.is_empty() {
             self.text.push('{');
@@ -328,6 +382,11 @@ impl Exposition {
         }
         self.text.push(' ');
         self.text.push_str(&format_float(value));
+        if self.openmetrics
+            && let Some(e) = exemplar
+        {
+            self.text.push_str(e);
+        }
         self.text.push('\n');
     }
 }

@@ -53,19 +53,29 @@ pub async fn serve(listener: TcpListener, state: AdminState, mut stop: watch::Re
         .await;
 }
 
-async fn metrics(State(s): State<AdminState>) -> Response {
-    let mut text = s.proxy.metrics();
+/// Prometheus text 0.0.4, or OpenMetrics 1.0 (with exemplars) when the scraper
+/// asks for it, as Prometheus does by default.
+async fn metrics(State(s): State<AdminState>, headers: axum::http::HeaderMap) -> Response {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let mut text = if openmetrics {
+        s.proxy.openmetrics()
+    } else {
+        s.proxy.metrics()
+    };
     if let Some(a) = &s.analysis {
-        text.push_str(&a.metrics());
+        text.push_str(&a.metrics(openmetrics));
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    let content_type = if openmetrics {
+        text.push_str("# EOF\n");
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
 async fn stats(State(s): State<AdminState>) -> Json<serde_json::Value> {
@@ -97,7 +107,25 @@ async fn alerts(State(s): State<AdminState>, Query(q): Query<AlertsQuery>) -> Re
                 .into_response();
         }
     };
-    Json(json!({ "alerts": a.alerts(state) })).into_response()
+    // Each alert with links to its example traces when a viewer is configured.
+    let alerts: Vec<serde_json::Value> = a
+        .alerts(state)
+        .into_iter()
+        .map(|alert| {
+            let links: Vec<String> = alert
+                .verdict
+                .trace_ids
+                .iter()
+                .filter_map(|t| s.proxy.trace_url(&t.to_string()))
+                .collect();
+            let mut v = serde_json::to_value(&alert).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("links".into(), json!(links));
+            }
+            v
+        })
+        .collect();
+    Json(json!({ "alerts": alerts })).into_response()
 }
 
 /// `GET /api/analysis`: the latest windows per profile and role, and the sinks' counters.

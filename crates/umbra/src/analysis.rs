@@ -421,8 +421,8 @@ impl AnalysisHandle {
         })
     }
 
-    /// Prometheus text for the firing alerts, appended to the proxy's `/metrics`.
-    pub fn metrics(&self) -> String {
+    /// Prometheus text (or OpenMetrics) for the firing alerts, appended to the proxy's `/metrics`.
+    pub fn metrics(&self, openmetrics: bool) -> String {
         use std::fmt::Write;
         let view = self.shared.view.read().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
@@ -439,9 +439,15 @@ impl AnalysisHandle {
                 a.metric
             );
         }
-        out.push_str(
-            "# HELP umbra_analysis_late_measurements_total Measurements that arrived after their window closed.\n\
-             # TYPE umbra_analysis_late_measurements_total counter\n",
+        // OpenMetrics names a counter family without its `_total` suffix.
+        let family = if openmetrics {
+            "umbra_analysis_late_measurements"
+        } else {
+            "umbra_analysis_late_measurements_total"
+        };
+        let _ = writeln!(
+            out,
+            "# HELP {family} Measurements that arrived after their window closed.\n# TYPE {family} counter"
         );
         let _ = writeln!(
             out,

@@ -62,6 +62,7 @@ endpoint = "{}"
 service_name = "umbra-e2e"
 sampler = "parentbased_always_on"
 interval = "200ms"
+link_template = "http://127.0.0.1:16686/trace/{{trace_id}}"
 [analysis]
 window = "1s"
 lateness = "300ms"
@@ -227,4 +228,141 @@ fn rand_u128(i: u64, path: &str) -> u128 {
         h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
     }
     h | 1
+}
+
+/// `/metrics` in OpenMetrics carries the latest slow request's trace as an
+/// exemplar on its latency bucket, and a real Prometheus (exemplar storage on)
+/// stores it, with the collector down all along.
+#[test]
+fn openmetrics_exemplars_reach_a_real_prometheus() {
+    let dir = scratch("traces-exemplars");
+    let production = upstream(Arc::new(AtomicBool::new(false)));
+    let (listen, admin, dead) = (free_port(), free_port(), free_port());
+    std::fs::write(
+        dir.join("umbra.toml"),
+        format!(
+            "[listen]\naddress = \"127.0.0.1:{listen}\"\n[admin]\naddress = \"127.0.0.1:{admin}\"\n\
+             [production]\nservers = [{{ url = \"http://127.0.0.1:{production}\" }}]\n\
+             [tracing]\nendpoint = \"http://127.0.0.1:{dead}\"\nsampler = \"always_off\"\nslow = \"30ms\"\n"
+        ),
+    )
+    .unwrap();
+    let _proxy = Background::start_with_env(
+        &["proxy", "--config", "umbra.toml"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+            ("OTEL_TRACES_SAMPLER", ""),
+        ],
+        &dir,
+        &[listen, admin],
+    );
+    let mut conn = Conn::open(listen);
+    for i in 0..20 {
+        // /api/search takes 60 ms: slow by the tail rule, so each is an exemplar.
+        assert_eq!(
+            conn.request("GET", &format!("/api/search?q={i}"), &[], b"")
+                .status,
+            200
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = Conn::open(admin);
+    let reply = c.request(
+        "GET",
+        "/metrics",
+        &[(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )],
+        b"",
+    );
+    let text = support::text(&reply.body);
+    assert!(
+        reply
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text"),
+        "{:?}",
+        reply.headers
+    );
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(text.contains("# TYPE umbra_requests counter"), "{text}");
+    let exemplar_line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("umbra_request_duration_seconds_bucket") && l.contains(" # {trace_id=\"")
+        })
+        .unwrap_or_else(|| panic!("no exemplar in {text}"));
+    let trace_id = exemplar_line
+        .split("trace_id=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    // The plain format has no exemplars and no EOF.
+    let plain = support::text(&get(admin, "/metrics").body);
+    assert!(
+        !plain.contains(" # {") && !plain.contains("# EOF"),
+        "{plain}"
+    );
+
+    let web = free_port();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: umbra\n    static_configs:\n      - targets: ['127.0.0.1:{admin}']\n"),
+    )
+    .unwrap();
+    let mut prometheus = std::process::Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+        .arg("--enable-feature=exemplar-storage")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+        .spawn()
+        .expect("prometheus (scripts/test installs Debian's prometheus package)");
+    support::wait_for_port(web);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut stored = Vec::new();
+    while Instant::now() < deadline {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let reply = get(
+            web,
+            &format!(
+                "/api/v1/query_exemplars?query=umbra_request_duration_seconds_bucket&start={}&end={}",
+                now - 600,
+                now + 60
+            ),
+        );
+        if reply.status == 200 {
+            let v: Value = serde_json::from_slice(&reply.body).unwrap();
+            stored = v["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|s| s["exemplars"].as_array().cloned().unwrap_or_default())
+                .filter_map(|e| e["labels"]["trace_id"].as_str().map(str::to_string))
+                .collect();
+            if !stored.is_empty() {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    assert!(
+        stored.contains(&trace_id),
+        "Prometheus stored exemplar {trace_id}: {stored:?}; {}",
+        std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
+    );
 }
