@@ -435,7 +435,15 @@ impl RecorderThread {
             if let Some(o) = &mut self.observer {
                 o.exchange(&e, &profile);
             }
-            if let Some(t) = &e.trace {
+            // Build a span only when sampling or a tail rule will keep it.
+            if let Some(t) = &e.trace
+                && self.tracer.keeps(
+                    t.ctx.is_sampled(),
+                    e.duration,
+                    (e.status != 0).then_some(e.status),
+                    e.error.is_some(),
+                )
+            {
                 self.tracer.record(span(&e, t, &profile));
             }
             // Pair copies with their live twin, whichever finishes first.
