@@ -111,7 +111,7 @@ pub struct Proxy {
     pub address: SocketAddr,
     stop: watch::Sender<bool>,
     accept: tokio::task::JoinHandle<usize>,
-    background: Option<std::sync::mpsc::Sender<()>>,
+    background: Option<tokio::sync::oneshot::Sender<()>>,
     background_thread: Option<std::thread::JoinHandle<()>>,
     recorder_thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -598,23 +598,26 @@ fn recorder_settings(config: &Config) -> Result<RecorderSettings, StartError> {
 }
 
 /// A separate runtime for shadow dispatch, health checks and metric scrapes:
-/// live requests never share a worker thread with them.
+/// live requests never share a worker thread with them. One thread drives it
+/// (a current-thread runtime: no work-stealing machinery for a single worker)
+/// until the sender is used or dropped.
 fn background_runtime() -> std::io::Result<(
     tokio::runtime::Handle,
-    std::sync::mpsc::Sender<()>,
+    tokio::sync::oneshot::Sender<()>,
     std::thread::JoinHandle<()>,
 )> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .thread_name("umbra-shadow")
         .enable_all()
         .build()?;
     let handle = runtime.handle().clone();
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
-        .name("umbra-shadow-owner".into())
+        .name("umbra-shadow".into())
         .spawn(move || {
-            let _ = rx.recv();
+            runtime.block_on(async {
+                let _ = rx.await;
+            });
             runtime.shutdown_timeout(Duration::from_secs(1));
         })?;
     Ok((handle, tx, thread))

@@ -274,8 +274,13 @@ impl Pool {
 impl Lease {
     /// The response head arrived after `rtt`: fold it into the peak-EWMA.
     pub fn observe(&self, rtt: Duration) {
+        self.observe_at(rtt, Instant::now());
+    }
+
+    /// [`observe`](Self::observe) with the clock already read.
+    pub fn observe_at(&self, rtt: Duration, now: Instant) {
         let e = &self.endpoint;
-        let now = nanos_since(self.epoch);
+        let now = now.saturating_duration_since(self.epoch).as_nanos() as u64;
         let rtt = rtt.as_nanos() as f64;
         let prev = f64::from_bits(e.ewma_ns.load(Relaxed));
         let at = e.ewma_at.swap(now, Relaxed);

@@ -124,10 +124,7 @@ async fn serve(
     shared: &Arc<Shared>,
     watcher: Watcher,
 ) {
-    let info = Arc::new(ConnInfo {
-        peer,
-        tls: tls.is_some(),
-    });
+    let info = Arc::new(ConnInfo::new(peer, tls.is_some()));
     let service = {
         let shared = shared.clone();
         service_fn(move |request| handle(shared.clone(), info.clone(), request))

@@ -10,21 +10,22 @@
 //! counter and an [`Exchange`] record, never on the live side.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::mpsc::{SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, Uri, Version};
 use http_body_util::{BodyExt, Full};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore};
 use umbra_trace::TraceContext;
 
 use crate::config::HostPolicy;
 use crate::forward::{apply_host, strip_hop_by_hop};
 use crate::record::{Exchange, Recorder, RequestInfo, Role, TraceInfo};
 use crate::stats::Exposition;
-use crate::upstream::{self, Target};
+use crate::upstream::{self, Answer, Batch, Target, UpstreamError};
 
 pub const SHADOW_HEADER: &str = "x-umbra-shadow";
 
@@ -191,14 +192,39 @@ pub struct CopyJob {
     pub twin: u64,
     pub request: Arc<RequestInfo>,
     pub enqueued: Instant,
+    /// The live span, when tracing is on: each copy gets a trace of its own linked to it.
     pub trace: Option<TraceContext>,
 }
+
+/// How long the dispatcher lets copies gather after taking some: at high rates
+/// it then takes a batch per tick instead of being woken for every copy.
+const GATHER: Duration = Duration::from_millis(1);
+/// The most copies pipelined on one connection.
+const MAX_BATCH: usize = 32;
 
 /// A shadow target of the current generation.
 pub struct ShadowTarget {
     pub name: Arc<str>,
-    queue: mpsc::Sender<Arc<CopyJob>>,
+    /// A plain bounded channel: its `try_send` wakes nobody (the dispatcher polls
+    /// it), which keeps a futex and a context switch per copy off the live path.
+    queue: Option<SyncSender<Arc<CopyJob>>>,
+    wake: Arc<Wake>,
     pub counters: Arc<TargetCounters>,
+}
+
+/// Wakes the dispatcher only when it went to sleep on an empty queue.
+#[derive(Default)]
+struct Wake {
+    parked: AtomicBool,
+    notify: Notify,
+}
+
+impl Drop for ShadowTarget {
+    fn drop(&mut self) {
+        // Close the queue first, so the woken dispatcher sees it closed once it is empty.
+        drop(self.queue.take());
+        self.wake.notify.notify_one();
+    }
 }
 
 /// Everything a dispatcher needs; lives on the shadow runtime.
@@ -209,6 +235,8 @@ struct Dispatcher {
     timeout: Duration,
     client: upstream::Client<Full<Bytes>>,
     limit: Arc<Semaphore>,
+    /// Peak-free EWMA of the answer time, which sets the batch depth.
+    latency_ns: AtomicU64,
     counters: Arc<TargetCounters>,
     mirror: Arc<MirrorCounters>,
     masker: Arc<umbra_mask::Masker>,
@@ -228,7 +256,8 @@ impl ShadowTarget {
     /// that owns this target is gone and its queue is empty.
     pub fn start(spec: TargetSpec<'_>, runtime: &tokio::runtime::Handle) -> ShadowTarget {
         let c = spec.config;
-        let (tx, mut rx) = mpsc::channel::<Arc<CopyJob>>(c.queue);
+        let (tx, rx) = sync_channel::<Arc<CopyJob>>(c.queue);
+        let wake = Arc::new(Wake::default());
         let counters = spec.mirror.target(&c.name);
         let name: Arc<str> = c.name.as_str().into();
         let dispatcher = Arc::new(Dispatcher {
@@ -238,41 +267,97 @@ impl ShadowTarget {
             timeout: c.timeout,
             client: spec.client,
             limit: Arc::new(Semaphore::new(c.concurrency)),
+            // Until answers say otherwise, assume a slow shadow: one copy per connection.
+            latency_ns: AtomicU64::new(GATHER.as_nanos() as u64),
             counters: counters.clone(),
             mirror: spec.mirror,
             masker: spec.masker,
             recorder: spec.recorder,
         });
+        let waker = wake.clone();
         runtime.spawn(async move {
-            while let Some(job) = rx.recv().await {
-                dispatcher
-                    .counters
-                    .queue_depth
-                    .store(rx.len() as u64, Relaxed);
-                let Ok(permit) = dispatcher.limit.clone().acquire_owned().await else {
-                    break;
-                };
-                let d = dispatcher.clone();
-                tokio::spawn(async move {
-                    d.counters.in_flight.fetch_add(1, Relaxed);
-                    d.send(&job).await;
-                    d.counters.in_flight.fetch_sub(1, Relaxed);
-                    drop(permit);
-                });
+            // A copy found by the last look before sleeping.
+            let mut found: Option<Arc<CopyJob>> = None;
+            let mut closed = false;
+            while !closed {
+                let mut took = false;
+                loop {
+                    // As many copies as one batch takes (one when the shadow is slow).
+                    let depth = dispatcher.depth();
+                    let mut jobs = Vec::new();
+                    while jobs.len() < depth {
+                        match found.take().map(Ok).unwrap_or_else(|| rx.try_recv()) {
+                            Ok(job) => jobs.push(job),
+                            Err(TryRecvError::Empty) => break,
+                            Err(TryRecvError::Disconnected) => {
+                                closed = true;
+                                break;
+                            }
+                        }
+                    }
+                    if jobs.is_empty() {
+                        break;
+                    }
+                    took = true;
+                    let n = jobs.len() as u32;
+                    dispatcher.counters.queue_depth.fetch_sub(n as u64, Relaxed);
+                    let permits = match dispatcher.limit.clone().try_acquire_many_owned(n) {
+                        Ok(p) => p,
+                        Err(_) => match dispatcher.limit.clone().acquire_many_owned(n).await {
+                            Ok(p) => p,
+                            Err(_) => return,
+                        },
+                    };
+                    let d = dispatcher.clone();
+                    tokio::spawn(async move {
+                        d.counters.in_flight.fetch_add(n as u64, Relaxed);
+                        d.send(jobs).await;
+                        d.counters.in_flight.fetch_sub(n as u64, Relaxed);
+                        drop(permits);
+                    });
+                    if closed {
+                        break;
+                    }
+                }
+                if closed {
+                    return;
+                }
+                if took {
+                    tokio::time::sleep(GATHER).await;
+                    continue;
+                }
+                // Empty: sleep until a copy arrives. The flag is set before the
+                // last look, so a copy queued after that look finds it and wakes us.
+                waker.parked.store(true, SeqCst);
+                match rx.try_recv() {
+                    Err(TryRecvError::Empty) => waker.notify.notified().await,
+                    Err(TryRecvError::Disconnected) => return,
+                    Ok(job) => found = Some(job),
+                }
+                waker.parked.store(false, SeqCst);
             }
         });
         ShadowTarget {
             name,
-            queue: tx,
+            queue: Some(tx),
+            wake,
             counters,
         }
     }
 
     /// The live path's only contact with the shadow: never waits.
     fn offer(&self, job: Arc<CopyJob>) {
-        match self.queue.try_send(job) {
+        let Some(queue) = &self.queue else { return };
+        match queue.try_send(job) {
             Ok(()) => {
                 self.counters.queued.fetch_add(1, Relaxed);
+                self.counters.queue_depth.fetch_add(1, Relaxed);
+                // Orders the push before the look at the flag (the dispatcher sets the
+                // flag, then looks at the queue): one of the two sees the other.
+                std::sync::atomic::fence(SeqCst);
+                if self.wake.parked.load(SeqCst) && self.wake.parked.swap(false, SeqCst) {
+                    self.wake.notify.notify_one();
+                }
             }
             Err(_) => {
                 self.counters.queue_full.fetch_add(1, Relaxed);
@@ -281,16 +366,42 @@ impl ShadowTarget {
     }
 }
 
+/// A copy made ready to send: masked, with the shadow's headers.
+struct Prepared {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    /// The copy's span, when tracing is on.
+    trace: Option<Box<TraceInfo>>,
+}
+
 impl Dispatcher {
-    async fn send(&self, job: &CopyJob) {
+    /// Copies per batch: pipelining pays when the shadow answers within about a
+    /// gathering tick; a slow shadow gets one copy per connection, as before,
+    /// so a batch never queues copies behind a slow answer.
+    fn depth(&self) -> usize {
+        let latency = self.latency_ns.load(Relaxed).max(1);
+        ((GATHER.as_nanos() as u64 / latency) as usize).clamp(1, MAX_BATCH)
+    }
+
+    fn observe(&self, head_time: Duration) {
+        let sample = head_time.as_nanos().min(u64::MAX as u128) as u64;
+        let old = self.latency_ns.load(Relaxed);
+        self.latency_ns.store(old - old / 8 + sample / 8, Relaxed);
+    }
+
+    /// Masks a copy and gives it the shadow's headers; None when masking failed
+    /// closed (counted).
+    fn prepare(&self, job: &CopyJob) -> Option<Prepared> {
         let mut copy = umbra_mask::MaskRequest {
             method: job.method.clone(),
             uri: job.uri.clone(),
             headers: job.headers.clone(),
             body: join(&job.body),
         };
-        let mut masked_counts = Vec::new();
         // Fail closed: a copy that could not be masked is never sent.
+        let mut masked_counts = Vec::new();
         match self.masker.mask(&mut copy) {
             Ok(report) => {
                 if job.trace.is_some() {
@@ -300,9 +411,11 @@ impl Dispatcher {
                         .map(|(rule, n)| (rule.to_string(), *n as u64))
                         .collect();
                 }
-                let mut masked = self.mirror.masked.lock().unwrap_or_else(|p| p.into_inner());
-                for (rule, n) in report.masked() {
-                    *masked.entry(rule.to_string()).or_default() += *n as u64;
+                if !report.masked().is_empty() {
+                    let mut masked = self.mirror.masked.lock().unwrap_or_else(|p| p.into_inner());
+                    for (rule, n) in report.masked() {
+                        *masked.entry(rule.to_string()).or_default() += *n as u64;
+                    }
                 }
                 if let Some(why) = report.body_stripped() {
                     // Sent without its body, as `on_failure` asks: count it with the drops.
@@ -324,10 +437,9 @@ impl Dispatcher {
                     .unwrap_or_else(|p| p.into_inner())
                     .entry(dropped.as_str().to_string())
                     .or_default() += 1;
-                return;
+                return None;
             }
         }
-        let request_bytes = copy.body.len() as u64;
         let mut headers = copy.headers;
         strip_hop_by_hop(&mut headers);
         headers.insert(SHADOW_HEADER, HeaderValue::from_static("1"));
@@ -352,42 +464,112 @@ impl Dispatcher {
                 masked: masked_counts,
             })
         });
-        let mut request = Request::new(Full::new(copy.body));
-        *request.method_mut() = copy.method;
-        *request.uri_mut() = copy.uri;
-        *request.headers_mut() = headers;
-
-        let started = Instant::now();
-        let exchange = tokio::time::timeout(self.timeout, async {
-            let response = self
-                .client
-                .send(&self.target, request)
-                .await
-                .map_err(|e| e.error)?;
-            let head = started.elapsed();
-            let status = response.status().as_u16();
-            let mut body = response.into_body();
-            let mut bytes = 0u64;
-            while let Some(frame) = body.frame().await {
-                if let Some(d) = frame?.data_ref() {
-                    bytes += d.len() as u64;
-                }
-            }
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, head, bytes))
+        Some(Prepared {
+            method: copy.method,
+            uri: copy.uri,
+            headers,
+            body: copy.body,
+            trace,
         })
-        .await;
-        let (status, upstream_time, response_bytes, error) = match exchange {
-            Ok(Ok((status, head, bytes))) => {
+    }
+
+    async fn send(&self, jobs: Vec<Arc<CopyJob>>) {
+        let mut ready = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if let Some(p) = self.prepare(&job) {
+                ready.push((job, p));
+            }
+        }
+        if ready.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        if self.target.url.is_https() {
+            // TLS goes through hyper, one copy at a time.
+            for (job, mut p) in ready {
+                let bytes = p.body.len() as u64;
+                let trace = p.trace.take();
+                let mut request = Request::new(Full::new(p.body));
+                *request.method_mut() = p.method;
+                *request.uri_mut() = p.uri;
+                *request.headers_mut() = p.headers;
+                let started = Instant::now();
+                let exchange = tokio::time::timeout(self.timeout, async {
+                    let response = self
+                        .client
+                        .send(&self.target, request)
+                        .await
+                        .map_err(|e| e.error)?;
+                    let head_time = started.elapsed();
+                    let status = response.status().as_u16();
+                    let mut body = response.into_body();
+                    let mut body_bytes = 0u64;
+                    while let Some(frame) = body.frame().await {
+                        let frame =
+                            frame.map_err(|e| UpstreamError::Read(std::io::Error::other(e)))?;
+                        if let Some(d) = frame.data_ref() {
+                            body_bytes += d.len() as u64;
+                        }
+                    }
+                    Ok(Answer {
+                        status,
+                        head_time,
+                        body_bytes,
+                    })
+                })
+                .await
+                .unwrap_or(Err(UpstreamError::TimedOut(self.timeout)));
+                self.record(&job, bytes, started, exchange, trace);
+            }
+            return;
+        }
+        let mut traces: Vec<Option<Box<TraceInfo>>> =
+            ready.iter_mut().map(|(_, p)| p.trace.take()).collect();
+        let mut batch = Batch::default();
+        for (_, p) in &ready {
+            let target = p.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            let mut headers = p.headers.clone();
+            headers.remove(http::header::CONTENT_LENGTH);
+            batch.push(
+                &p.method,
+                target,
+                &headers,
+                self.target.url.authority(),
+                &p.body,
+            );
+        }
+        let deadline = tokio::time::Instant::from_std(started) + self.timeout;
+        self.client
+            .pipeline(&self.target, &batch, deadline, self.timeout, |i, result| {
+                if let Some((job, p)) = ready.get(i) {
+                    let trace = traces.get_mut(i).and_then(Option::take);
+                    self.record(job, p.body.len() as u64, started, result, trace);
+                }
+            })
+            .await;
+    }
+
+    fn record(
+        &self,
+        job: &CopyJob,
+        request_bytes: u64,
+        started: Instant,
+        result: Result<Answer, UpstreamError>,
+        trace: Option<Box<TraceInfo>>,
+    ) {
+        let (status, upstream_time, response_bytes, error) = match result {
+            Ok(a) => {
                 self.counters.sent.fetch_add(1, Relaxed);
-                (status, Some(head), bytes, None)
+                self.observe(a.head_time);
+                (a.status, Some(a.head_time), a.body_bytes, None)
             }
-            Ok(Err(_)) => {
-                self.counters.failed.fetch_add(1, Relaxed);
-                (0, None, 0, Some("shadow request failed"))
-            }
-            Err(_) => {
+            Err(UpstreamError::TimedOut(_)) => {
                 self.counters.timed_out.fetch_add(1, Relaxed);
                 (0, None, 0, Some("shadow timeout"))
+            }
+            Err(_) => {
+                self.counters.failed.fetch_add(1, Relaxed);
+                (0, None, 0, Some("shadow request failed"))
             }
         };
         self.recorder.record(Exchange {

@@ -39,7 +39,7 @@ use self::conn::Conn;
 pub use self::conn::{ConnectError, Idle};
 use self::decode::Decoder;
 pub use self::decode::{Framing, FramingError};
-pub use self::head::HeadError;
+pub use self::head::{HeadError, is_hop_by_hop};
 use self::head::{Parsed, RequestFraming};
 use crate::body::BoxError;
 use crate::config::UpstreamUrl;
@@ -95,6 +95,8 @@ pub enum UpstreamError {
     RequestLength { got: u64, expected: u64 },
     #[error("{0}")]
     Address(String),
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
     #[error("{}", root_cause(.0))]
     Hyper(#[source] hyper_util::client::legacy::Error),
 }
@@ -342,17 +344,17 @@ fn request_framing<B: http_body::Body>(
     headers: &HeaderMap,
     body: &B,
 ) -> (RequestFraming, bool) {
-    if let Some(v) = headers.get(header::CONTENT_LENGTH)
-        && let Some(n) = v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok())
+    if let Some(n) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
     {
-        return (
-            if n == 0 {
-                RequestFraming::None
-            } else {
-                RequestFraming::Length(n)
-            },
-            false,
-        );
+        let framing = if n == 0 {
+            RequestFraming::None
+        } else {
+            RequestFraming::Length(n)
+        };
+        return (framing, false);
     }
     if body.is_end_stream() {
         return (RequestFraming::None, false);
@@ -389,6 +391,234 @@ impl Failure {
             before_response: false,
         }
     }
+}
+
+/// Requests encoded back to back, to go out on one connection in one write
+/// (HTTP/1.1 pipelining). The server answers them in order.
+#[derive(Default)]
+pub struct Batch {
+    buf: Vec<u8>,
+    /// Where each request starts in `buf`, and its method (a HEAD answer has no body).
+    starts: Vec<(usize, Method)>,
+    bodiless: bool,
+}
+
+/// One answer of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    /// From the write of the batch to this answer's head.
+    pub head_time: Duration,
+    pub body_bytes: u64,
+}
+
+/// Connections opened again for one batch when a server closes one mid-batch.
+const BATCH_RECONNECTS: usize = 3;
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// Adds a request: its path and query, its headers (a `Host` from `host`
+    /// when they have none), and a `Content-Length` of its body, which goes whole.
+    pub fn push(
+        &mut self,
+        method: &Method,
+        target: &str,
+        headers: &HeaderMap,
+        host: &str,
+        body: &[u8],
+    ) {
+        let start = self.buf.len();
+        let mut head = Vec::new();
+        let framing = if body.is_empty() && !headers.contains_key(header::CONTENT_LENGTH) {
+            RequestFraming::None
+        } else {
+            RequestFraming::Length(body.len() as u64)
+        };
+        head::encode_request(&mut head, method, target, headers, host, framing, true);
+        self.buf.extend_from_slice(&head);
+        self.buf.extend_from_slice(body);
+        if self.starts.is_empty() {
+            self.bodiless = true;
+        }
+        self.bodiless &= body.is_empty();
+        self.starts.push((start, method.clone()));
+    }
+}
+
+impl<B> Client<B>
+where
+    B: http_body::Body<Data = Bytes> + Default + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// Sends every request of `batch` on one connection in one write and reads
+    /// the answers in order, reporting each (or what ended the batch) to `each`
+    /// with its index. A server that closes the connection after an answer
+    /// (`Connection: close`) has not read the rest: they go again on a new
+    /// connection. Only `http://` targets; the caller sends others one by one.
+    pub async fn pipeline(
+        &self,
+        to: &Target,
+        batch: &Batch,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+        mut each: impl FnMut(usize, Result<Answer, UpstreamError>),
+    ) {
+        let mut next = 0;
+        let mut reconnects = 0;
+        let mut fresh_only = false;
+        while next < batch.starts.len() {
+            let pooled = if fresh_only { None } else { to.idle.take() };
+            let (mut conn, reused) = match pooled {
+                Some(c) => (c, true),
+                None => match Conn::connect(&to.addr, self.connect_timeout).await {
+                    Ok(c) => (c, false),
+                    Err(e) => {
+                        fail_from(next, batch.len(), UpstreamError::Connect(e), &mut each);
+                        return;
+                    }
+                },
+            };
+            conn.rbuf.clear();
+            let from = batch.starts[next].0;
+            let sent_at = tokio::time::Instant::now();
+            let written =
+                tokio::time::timeout_at(deadline, write_all(&conn.stream, &batch.buf[from..]))
+                    .await;
+            let mut answered_here = 0;
+            let mut keep = true;
+            let outcome = match written {
+                Err(_) => Err(UpstreamError::TimedOut(timeout)),
+                Ok(Err(e)) => Err(UpstreamError::Write(e)),
+                Ok(Ok(())) => loop {
+                    if next == batch.len() {
+                        break Ok(());
+                    }
+                    let method = &batch.starts[next].1;
+                    match tokio::time::timeout_at(deadline, read_whole(&mut conn, method)).await {
+                        Err(_) => break Err(UpstreamError::TimedOut(timeout)),
+                        Ok(Err(e)) => break Err(e),
+                        Ok(Ok((status, body_bytes, keep_alive))) => {
+                            let head_time = sent_at.elapsed();
+                            each(
+                                next,
+                                Ok(Answer {
+                                    status,
+                                    head_time,
+                                    body_bytes,
+                                }),
+                            );
+                            next += 1;
+                            answered_here += 1;
+                            if !keep_alive {
+                                keep = false;
+                                break Ok(());
+                            }
+                        }
+                    }
+                },
+            };
+            match outcome {
+                Ok(()) if keep => body::release(conn, Some(&to.idle)),
+                // Closed after an answer: the rest were never read; they go again.
+                Ok(()) => {
+                    reconnects += 1;
+                    if next < batch.len() && reconnects > BATCH_RECONNECTS {
+                        fail_from(next, batch.len(), UpstreamError::Closed, &mut each);
+                        return;
+                    }
+                }
+                // A pooled connection the server had closed: nothing came back, so
+                // a bodiless batch goes again on a fresh one (as single requests do).
+                Err(UpstreamError::Closed | UpstreamError::Read(_) | UpstreamError::Write(_))
+                    if reused && answered_here == 0 && batch.bodiless && !fresh_only =>
+                {
+                    fresh_only = true;
+                }
+                Err(e) => {
+                    fail_from(next, batch.len(), e, &mut each);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Reports `error` for requests `from..to` of a batch: the first gets it as it
+/// is, the rest a copy that says the same.
+fn fail_from(
+    from: usize,
+    to: usize,
+    error: UpstreamError,
+    each: &mut impl FnMut(usize, Result<Answer, UpstreamError>),
+) {
+    for i in from + 1..to {
+        each(i, Err(error.same_again()));
+    }
+    if from < to {
+        each(from, Err(error));
+    }
+}
+
+impl UpstreamError {
+    /// An error that reads the same and is counted the same (io errors do not clone).
+    fn same_again(&self) -> UpstreamError {
+        let io = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
+        match self {
+            UpstreamError::TimedOut(d) => UpstreamError::TimedOut(*d),
+            UpstreamError::Connect(ConnectError::Timeout(d)) => {
+                UpstreamError::Connect(ConnectError::Timeout(*d))
+            }
+            UpstreamError::Connect(ConnectError::Io(e)) => {
+                UpstreamError::Connect(ConnectError::Io(io(e)))
+            }
+            UpstreamError::Write(e) => UpstreamError::Write(io(e)),
+            UpstreamError::Closed => UpstreamError::Closed,
+            other => UpstreamError::Read(io::Error::other(other.to_string())),
+        }
+    }
+}
+
+/// Reads one whole answer: (status, body bytes, whether the connection may be reused).
+async fn read_whole(conn: &mut Conn, method: &Method) -> Result<(u16, u64, bool), UpstreamError> {
+    let head = loop {
+        match head::parse_response(&mut conn.rbuf, method)? {
+            Parsed::Head(head) => break head,
+            Parsed::Interim => continue,
+            Parsed::Partial => {}
+        }
+        let nothing_yet = conn.rbuf.is_empty();
+        match conn.fill().await {
+            Ok(0) if nothing_yet => return Err(UpstreamError::Closed),
+            Ok(0) => return Err(UpstreamError::TruncatedHead),
+            Ok(_) => {}
+            Err(e) => return Err(UpstreamError::Read(e)),
+        }
+    };
+    let mut decoder = Decoder::new(head.framing);
+    let mut bytes = 0u64;
+    loop {
+        match decoder.decode(&mut conn.rbuf)? {
+            decode::Decoded::Data(d) => bytes += d.len() as u64,
+            decode::Decoded::Trailers(_) => {}
+            decode::Decoded::End => break,
+            decode::Decoded::NeedMore => match conn.fill().await {
+                Ok(0) => {
+                    decoder.eof()?;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => return Err(UpstreamError::Read(e)),
+            },
+        }
+    }
+    Ok((head.status.as_u16(), bytes, head.keep_alive))
 }
 
 /// Writes the request (head in `conn.wbuf`, then the body) and reads the response head.

@@ -482,3 +482,106 @@ async fn a_body_shorter_than_its_content_length_is_an_error() {
         "the request body had 3 bytes where Content-Length said 10"
     );
 }
+
+fn batch(paths: &[&str]) -> Batch {
+    let mut b = Batch::default();
+    for p in paths {
+        b.push(&Method::GET, p, &HeaderMap::new(), "shadow:80", b"");
+    }
+    b
+}
+
+async fn run_batch(t: &Target, b: &Batch, timeout: Duration) -> Vec<Result<Answer, String>> {
+    let c = client::<Full<Bytes>>();
+    let mut out: Vec<Option<Result<Answer, String>>> = vec![None; b.len()];
+    let deadline = tokio::time::Instant::now() + timeout;
+    c.pipeline(t, b, deadline, timeout, |i, r| {
+        assert!(out[i].is_none(), "request {i} reported twice");
+        out[i] = Some(r.map_err(|e| e.to_string()));
+    })
+    .await;
+    out.into_iter()
+        .enumerate()
+        .map(|(i, r)| r.unwrap_or_else(|| panic!("request {i} never reported")))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batch_goes_in_one_write_and_its_answers_come_in_order() {
+    let server = Script::start(vec![vec![
+        Step::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na"),
+        Step::Answer(
+            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nbb\r\n0\r\n\r\n",
+        ),
+        Step::Answer(b"HTTP/1.1 204 No Content\r\n\r\n"),
+    ]])
+    .await;
+    let t = server.target();
+    let got = run_batch(&t, &batch(&["/1", "/2", "/3"]), Duration::from_secs(5)).await;
+    let statuses: Vec<_> = got
+        .iter()
+        .map(|r| r.as_ref().map(|a| (a.status, a.body_bytes)))
+        .collect();
+    assert_eq!(statuses, [Ok((200, 1)), Ok((404, 2)), Ok((204, 0))]);
+    assert_eq!(server.accepted(), 1);
+    assert_eq!(t.idle.len(), 1, "the connection is kept");
+    let seen = server.seen.lock().expect("lock");
+    let paths: Vec<_> = seen
+        .iter()
+        .map(|r| {
+            String::from_utf8_lossy(r)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        ["GET /1 HTTP/1.1", "GET /2 HTTP/1.1", "GET /3 HTTP/1.1"]
+    );
+}
+
+#[tokio::test]
+async fn what_a_closing_server_did_not_read_goes_again_on_a_new_connection() {
+    let server = Script::start(vec![
+        vec![
+            Step::Answer(OK),
+            Step::AnswerThenClose(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+            ),
+        ],
+        vec![Step::Answer(OK), Step::Answer(OK)],
+    ])
+    .await;
+    let t = server.target();
+    let got = run_batch(
+        &t,
+        &batch(&["/1", "/2", "/3", "/4"]),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        got.iter().all(|r| matches!(r, Ok(a) if a.status == 200)),
+        "{got:?}"
+    );
+    assert_eq!(server.accepted(), 2);
+}
+
+#[tokio::test]
+async fn a_batch_that_outlives_its_deadline_times_out_whole() {
+    let server = Script::start(vec![vec![Step::Answer(OK)]]).await;
+    let t = server.target();
+    // The first is answered; the script then holds the connection open in silence.
+    let got = run_batch(&t, &batch(&["/1", "/2", "/3"]), Duration::from_millis(300)).await;
+    assert!(matches!(got[0], Ok(a) if a.status == 200), "{got:?}");
+    for r in &got[1..] {
+        assert_eq!(r.as_ref().expect_err("timed out"), "no answer within 300ms");
+    }
+    assert_eq!(t.idle.len(), 0);
+
+    // A server that is not there fails every request of the batch.
+    let dead = Target::new(&"http://127.0.0.1:1".parse().expect("url"));
+    let got = run_batch(&dead, &batch(&["/1", "/2"]), Duration::from_secs(2)).await;
+    assert!(got.iter().all(|r| r.is_err()), "{got:?}");
+}
