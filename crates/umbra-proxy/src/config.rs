@@ -29,6 +29,9 @@ pub struct Config {
     pub shadow: Vec<Shadow>,
     #[serde(default)]
     pub mirror: Mirror,
+    /// A new version that answers a share of live traffic, stage by stage.
+    #[serde(default)]
+    pub canary: Option<Canary>,
     #[serde(default)]
     pub profiles: Option<Profiles>,
     #[serde(default)]
@@ -260,6 +263,51 @@ impl Default for Mirror {
     }
 }
 
+/// `[canary]`: the new version's servers and how users are split. The share it
+/// gets at each moment is set by the canary controller (`[control.canary]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Canary {
+    /// The new version's name (`v2.4.0`): labels its shadow-stage copies and keys
+    /// its progress in the store, so a restart with the same name resumes it.
+    pub name: String,
+    pub servers: Vec<Server>,
+    /// Sticky per user: `header:NAME` or `cookie:NAME`. Default `random` (per request).
+    #[serde(default)]
+    pub key: SampleKey,
+    /// What `Host` the canary receives.
+    #[serde(default)]
+    pub host: HostPolicy,
+    /// Shadow stage: share of requests copied (masked) to the canary. Default 100%.
+    #[serde(default = "defaults::canary_mirror")]
+    pub mirror: Percent,
+    /// Shadow stage: time allowed for one copy's exchange.
+    #[serde(default = "defaults::shadow_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// Shadow stage: copies in flight at once.
+    #[serde(default = "defaults::shadow_concurrency")]
+    pub concurrency: usize,
+    /// Shadow stage: copies waiting; a full queue drops (and counts) new ones.
+    #[serde(default = "defaults::shadow_queue")]
+    pub queue: usize,
+}
+
+impl Canary {
+    /// The shadow target its shadow-stage copies go through: the first server,
+    /// under the canary's name.
+    pub fn copy_target(&self) -> Shadow {
+        Shadow {
+            name: self.name.clone(),
+            url: self.servers[0].url.clone(),
+            host: self.host.clone(),
+            timeout: self.timeout,
+            concurrency: self.concurrency,
+            queue: self.queue,
+            metrics: self.servers[0].metrics.clone(),
+        }
+    }
+}
+
 /// A per-route sampling rule; the first rule that matches decides.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -445,6 +493,16 @@ impl std::str::FromStr for SampleKey {
     }
 }
 
+impl fmt::Display for SampleKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SampleKey::Random => f.write_str("random"),
+            SampleKey::Header(h) => write!(f, "header:{h}"),
+            SampleKey::Cookie(c) => write!(f, "cookie:{c}"),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for SampleKey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d)?.parse().map_err(de::Error::custom)
@@ -586,6 +644,9 @@ mod defaults {
     pub fn max_ejection_time() -> Duration {
         Duration::from_secs(300)
     }
+    pub fn canary_mirror() -> super::Percent {
+        super::Percent(100.0)
+    }
     pub fn shadow_timeout() -> Duration {
         Duration::from_secs(5)
     }
@@ -701,6 +762,37 @@ impl Config {
                 "key mirror.rate_limit: must be a number of copies per second, 0 for no cap".into(),
             );
         }
+        if let Some(c) = &self.canary {
+            if c.name.trim().is_empty() {
+                return Err("key canary.name: the name is empty".into());
+            }
+            if names.contains(c.name.as_str()) {
+                return Err(format!(
+                    "key canary.name: {:?} is also a [[shadow]] name; the canary's copies need a name of their own",
+                    c.name
+                ));
+            }
+            if c.servers.is_empty() {
+                return Err("key canary.servers: at least one canary server is needed".into());
+            }
+            for (i, s) in c.servers.iter().enumerate() {
+                if self.production.servers.iter().any(|p| p.url == s.url) {
+                    return Err(format!(
+                        "key canary.servers[{i}].url: {} is also a production server",
+                        s.url
+                    ));
+                }
+                if c.servers[..i].iter().any(|o| o.url == s.url) {
+                    return Err(format!(
+                        "key canary.servers[{i}].url: {} is listed twice",
+                        s.url
+                    ));
+                }
+            }
+            if c.concurrency == 0 || c.queue == 0 {
+                return Err("key canary: concurrency and queue must be at least 1".into());
+            }
+        }
         if let Some(admin) = &self.admin
             && admin.address == self.listen.address
         {
@@ -789,6 +881,7 @@ impl Config {
                 percent,
                 ..Mirror::default()
             },
+            canary: None,
             profiles: flags.profiles.as_ref().map(|file| Profiles {
                 file: file.clone(),
                 reload: defaults::profiles_reload(),

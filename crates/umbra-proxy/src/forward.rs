@@ -25,7 +25,7 @@ use crate::body::{BodyTimeout, LiveFinish, RequestBody, ResponseBody};
 use crate::config::{Forwarded, HostPolicy, UpstreamUrl};
 use crate::mirror::Decision;
 use crate::record::{Exchange, RequestInfo, Role, TraceInfo};
-use crate::shadow::{CopyDraft, SHADOW_HEADER};
+use crate::shadow::{CopyDraft, SHADOW_HEADER, ShadowTarget};
 use crate::upstream::{self, SendError, UpstreamError};
 
 pub type HttpClient<B = http_body_util::Full<Bytes>> =
@@ -93,32 +93,50 @@ pub async fn handle(
     // A request that is itself a copy (a shadow pointed back at us) is never copied again.
     let mut twin = 0;
     let mut draft = None;
-    if g.mirror.copies_anything() && !parts.headers.contains_key(SHADOW_HEADER) {
+    let is_copy = parts.headers.contains_key(SHADOW_HEADER);
+    let mut targets: Vec<Arc<ShadowTarget>> = Vec::new();
+    if g.mirror.copies_anything() && !is_copy {
         match g.mirror.decide(&parts.method, &parts.uri, &parts.headers) {
             Decision::Skip => {}
             Decision::RateLimited => {
                 shared.mirror_counters.sampled.fetch_add(1, Relaxed);
                 shared.mirror_counters.rate_limited.fetch_add(1, Relaxed);
             }
-            Decision::Copy(targets) => {
+            Decision::Copy(chosen) => {
                 shared.mirror_counters.sampled.fetch_add(1, Relaxed);
-                twin = shared.recorder.twin_id();
-                draft = Some(CopyDraft {
-                    method: parts.method.clone(),
-                    uri: parts.uri.clone(),
-                    version: parts.version,
-                    headers: parts.headers.clone(),
-                    twin,
-                    request: info.clone(),
-                    targets: targets
-                        .iter()
-                        .filter_map(|&i| g.shadows.get(i).cloned())
-                        .collect(),
-                    counters: shared.mirror_counters.clone(),
-                    trace: trace.clone(),
-                });
+                targets.extend(chosen.iter().filter_map(|&i| g.shadows.get(i).cloned()));
             }
         }
+    }
+    // The canary: a copy in its shadow stage, or the live answer in its live stages.
+    let mut to_canary = None;
+    if let Some(c) = &g.canary {
+        if shared.canary.mirrors() {
+            if !is_copy
+                && matches!(
+                    c.mirror.decide(&parts.method, &parts.uri, &parts.headers),
+                    Decision::Copy(_)
+                )
+            {
+                targets.push(c.copies.clone());
+            }
+        } else if shared.canary.routes(&c.key, &parts.headers) {
+            to_canary = Some(c);
+        }
+    }
+    if !targets.is_empty() {
+        twin = shared.recorder.twin_id();
+        draft = Some(CopyDraft {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            twin,
+            request: info.clone(),
+            targets,
+            counters: shared.mirror_counters.clone(),
+            trace: trace.clone(),
+        });
     }
     let tee = match draft {
         Some(d) if body.is_end_stream() => {
@@ -150,16 +168,18 @@ pub async fn handle(
     let body = RequestBody::new(body, g.config.listen.body_timeout, tally.clone(), tee);
     parts.version = Version::HTTP_11;
 
-    let mut lease = g.pool.pick(None);
+    // The canary's users go to its pool; a canary that cannot be reached sends
+    // them back to production (nothing was sent), so users never see it down.
+    let (mut role, mut pool, mut host_policy) = match to_canary {
+        Some(c) => (Role::Canary, &c.pool, &c.host),
+        None => (Role::Production, &g.pool, &g.config.production.host),
+    };
+    let mut lease = pool.pick(None);
     let mut request = Request::from_parts(parts, body);
     let mut attempt = 0;
     loop {
         let endpoint = lease.endpoint.clone();
-        apply_host(
-            request.headers_mut(),
-            &g.config.production.host,
-            &endpoint.url,
-        );
+        apply_host(request.headers_mut(), host_policy, &endpoint.url);
         let sent = Instant::now();
         let result = tokio::time::timeout(
             g.config.production.timeout,
@@ -172,15 +192,14 @@ pub async fn handle(
                 let head_time = now.saturating_duration_since(sent);
                 lease.observe_at(head_time, now);
                 let status = response.status();
-                g.pool
-                    .outcome(&endpoint, matches!(status.as_u16(), 502..=504));
+                pool.outcome(&endpoint, matches!(status.as_u16(), 502..=504));
                 let (mut rparts, rbody) = response.into_parts();
                 if matches!(rbody, upstream::Body::Hyper(_)) {
                     // Our own client drops hop-by-hop fields while it parses the head.
                     strip_hop_by_hop(&mut rparts.headers);
                 }
                 let exchange = Exchange {
-                    role: Role::Production,
+                    role,
                     upstream: endpoint.name.clone(),
                     request: info,
                     request_bytes: 0,
@@ -207,18 +226,25 @@ pub async fn handle(
             Ok(Err(SendError { error, unsent })) => {
                 let slow_client = chain_has::<BodyTimeout>(&error);
                 if !slow_client {
-                    g.pool.outcome(&endpoint, true);
+                    pool.outcome(&endpoint, true);
                 }
                 // A connection that was never made sent nothing: the request,
-                // body untouched, can go to another server.
+                // body untouched, can go to another server (from the canary,
+                // to production).
                 if error.is_connect()
-                    && attempt == 0
-                    && g.pool.endpoints.len() > 1
+                    && (role == Role::Canary || (attempt == 0 && pool.endpoints.len() > 1))
                     && let Some(unsent) = unsent
                 {
-                    attempt += 1;
+                    if role == Role::Canary {
+                        role = Role::Production;
+                        pool = &g.pool;
+                        host_policy = &g.config.production.host;
+                        lease = pool.pick(None);
+                    } else {
+                        attempt += 1;
+                        lease = pool.pick(Some(&endpoint));
+                    }
                     request = unsent;
-                    lease = g.pool.pick(Some(&endpoint));
                     continue;
                 }
                 let (status, why) = if slow_client {
@@ -232,19 +258,25 @@ pub async fn handle(
                     (
                         StatusCode::BAD_GATEWAY,
                         format!(
-                            "production upstream {} is unreachable: {error}",
+                            "{} upstream {} is unreachable: {error}",
+                            role.as_str(),
                             endpoint.name
                         ),
                     )
                 } else {
                     (
                         StatusCode::BAD_GATEWAY,
-                        format!("production upstream {} failed: {error}", endpoint.name),
+                        format!(
+                            "{} upstream {} failed: {error}",
+                            role.as_str(),
+                            endpoint.name
+                        ),
                     )
                 };
                 drop(lease);
                 return Ok(local(
                     &shared,
+                    role,
                     info,
                     twin,
                     trace,
@@ -255,14 +287,17 @@ pub async fn handle(
                 ));
             }
             Err(_) => {
-                g.pool.outcome(&endpoint, true);
+                pool.outcome(&endpoint, true);
                 drop(lease);
                 let why = format!(
-                    "production upstream {} sent no response within {:?}",
-                    endpoint.name, g.config.production.timeout
+                    "{} upstream {} sent no response within {:?}",
+                    role.as_str(),
+                    endpoint.name,
+                    g.config.production.timeout
                 );
                 return Ok(local(
                     &shared,
+                    role,
                     info,
                     twin,
                     trace,
@@ -280,6 +315,7 @@ pub async fn handle(
 #[allow(clippy::too_many_arguments)]
 fn local(
     shared: &Shared,
+    role: Role,
     request: Arc<RequestInfo>,
     twin: u64,
     trace: Option<Box<TraceInfo>>,
@@ -290,7 +326,7 @@ fn local(
 ) -> Response<ResponseBody> {
     let text = format!("umbra: {why}\n");
     shared.recorder.record(Exchange {
-        role: Role::Production,
+        role,
         upstream: upstream.clone(),
         request,
         request_bytes: 0,

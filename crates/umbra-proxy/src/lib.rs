@@ -15,6 +15,7 @@
 
 pub mod access_log;
 pub mod body;
+pub mod canary;
 pub mod config;
 pub mod forward;
 mod health;
@@ -47,6 +48,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::LogFormat;
 use crate::body::RequestBody;
+use crate::canary::{CanaryRoute, CanaryShare, CanarySplit};
 use crate::config::Config;
 use crate::forward::HttpClient;
 use crate::mirror::MirrorPlan;
@@ -66,6 +68,8 @@ pub struct Generation {
     pub upstream: upstream::Client<RequestBody>,
     pub mirror: MirrorPlan,
     pub shadows: Vec<Arc<ShadowTarget>>,
+    /// `[canary]`: the new version's pool and its shadow-stage copies.
+    pub canary: Option<CanaryRoute>,
     /// Request headers the access log format names.
     pub log_captured: Vec<HeaderName>,
     pub http: Arc<auto::Builder<TokioExecutor>>,
@@ -84,6 +88,8 @@ pub struct Shared {
     pub stats: Arc<Mutex<StatsTable>>,
     pub conns: ConnCounters,
     pub resources: Arc<Resources>,
+    /// The canary's share, set by its controller; kept across reloads.
+    pub canary: CanarySplit,
     recorder_settings: Arc<Mutex<RecorderSettings>>,
     background: tokio::runtime::Handle,
     reloads_ok: AtomicU64,
@@ -174,6 +180,7 @@ impl Proxy {
             stats,
             conns: ConnCounters::default(),
             resources,
+            canary: CanarySplit::default(),
             recorder_settings: settings,
             background: handle,
             reloads_ok: AtomicU64::new(0),
@@ -321,6 +328,21 @@ impl ProxyHandle {
             .set_weight(server, weight)
     }
 
+    /// The canary's name, when `[canary]` is configured.
+    pub fn canary_name(&self) -> Option<String> {
+        let g = self.shared.generation.load();
+        g.canary.as_ref().map(|c| c.name.to_string())
+    }
+
+    /// Sets what the canary gets: shadow-stage copies, or a share of live traffic.
+    pub fn set_canary_share(&self, share: CanaryShare) {
+        self.shared.canary.set(share);
+    }
+
+    pub fn canary_share(&self) -> CanaryShare {
+        self.shared.canary.get()
+    }
+
     /// Ready when at least one production server is neither failing checks nor ejected.
     pub fn ready(&self) -> bool {
         let g = self.shared.generation.load();
@@ -436,6 +458,26 @@ impl ProxyHandle {
                 e.ejections() as f64,
             );
         }
+        if let Some(c) = &g.canary {
+            let share = s.canary.get();
+            let name = vec![("canary", c.name.to_string())];
+            out.family(
+                "umbra_canary_live_percent",
+                "gauge",
+                "Percent of live requests the canary answers.",
+            );
+            out.sample("umbra_canary_live_percent", &name, share.percent);
+            out.family(
+                "umbra_canary_mirrored",
+                "gauge",
+                "1 while the canary is in its shadow stage (receives copies, answers no user).",
+            );
+            out.sample(
+                "umbra_canary_mirrored",
+                &name,
+                if share.mirror { 1.0 } else { 0.0 },
+            );
+        }
         out.family(
             "umbra_connections_accepted_total",
             "counter",
@@ -548,6 +590,25 @@ impl ProxyHandle {
             );
             map.insert("production".into(), json!(servers));
             map.insert("shadows".into(), json!(shadows));
+            if let Some(c) = &g.canary {
+                let share = s.canary.get();
+                let servers: Vec<Value> = c
+                    .pool
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        json!({
+                            "name": &*e.name, "url": e.url.to_string(), "weight": e.weight(),
+                            "ejected": c.pool.is_ejected(e), "in_flight": e.in_flight(),
+                            "requests": e.requests.load(Relaxed), "failures": e.failures.load(Relaxed),
+                        })
+                    })
+                    .collect();
+                map.insert(
+                    "canary".into(),
+                    json!({"name": &*c.name, "mirror": share.mirror, "percent": share.percent, "servers": servers}),
+                );
+            }
             map.insert(
                 "mirror".into(),
                 json!({
@@ -694,6 +755,46 @@ fn build_generation(
             })
             .collect()
     };
+    let canary = match &config.canary {
+        Some(c) => {
+            let copy = c.copy_target();
+            let copies = {
+                let _inside = background.enter();
+                Arc::new(ShadowTarget::start(
+                    TargetSpec {
+                        config: &copy,
+                        client: upstream::Client::new(
+                            config.production.connect_timeout,
+                            client(config.production.connect_timeout),
+                        ),
+                        masker: masker.clone(),
+                        recorder: recorder.clone(),
+                        mirror: mirror_counters.clone(),
+                    },
+                    background,
+                ))
+            };
+            let sampling = crate::config::Mirror {
+                percent: c.mirror,
+                key: c.key.clone(),
+                max_body: config.mirror.max_body,
+                ..crate::config::Mirror::default()
+            };
+            Some(CanaryRoute {
+                name: c.name.as_str().into(),
+                pool: Arc::new(Pool::new(
+                    &c.servers,
+                    config.production.ejection.clone(),
+                    previous.and_then(|g| g.canary.as_ref()).map(|r| &*r.pool),
+                )),
+                key: c.key.clone(),
+                host: c.host.clone(),
+                copies,
+                mirror: MirrorPlan::new(&sampling, std::slice::from_ref(&c.name)),
+            })
+        }
+        None => None,
+    };
     if let Some(check) = &config.production.health {
         let _inside = background.enter();
         background.spawn(health::run(
@@ -717,6 +818,13 @@ fn build_generation(
                 .clone()
                 .map(|m| ("shadow".to_string(), s.name.clone(), m))
         }))
+        .chain(config.canary.iter().flat_map(|c| {
+            c.servers.iter().filter_map(|s| {
+                s.metrics
+                    .clone()
+                    .map(|m| ("canary".to_string(), s.url.authority().to_string(), m))
+            })
+        }))
         .collect();
     if !scrape.is_empty() {
         let _inside = background.enter();
@@ -737,6 +845,7 @@ fn build_generation(
         http: Arc::new(server::builder(&config.listen)),
         pool,
         shadows,
+        canary,
         log_captured,
         tls,
         config,
@@ -820,6 +929,22 @@ pub fn check(config: &Config) -> Result<Vec<String>, String> {
         config.mirror.rules.len(),
         config.mirror.max_body.0
     ));
+    if let Some(c) = &config.canary {
+        notes.push(format!(
+            "canary {:?}: {} (split {}; shadow stage copies {} of requests)",
+            c.name,
+            c.servers
+                .iter()
+                .map(|s| s.url.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            match &c.key {
+                crate::config::SampleKey::Random => "per request".to_string(),
+                k => format!("sticky on {k}"),
+            },
+            c.mirror
+        ));
+    }
     if let Some(p) = &config.profiles {
         let set =
             umbra_core::ProfileSet::load(&p.file).map_err(|e| format!("profiles.file: {e}"))?;

@@ -191,7 +191,7 @@ impl Sampler {
 }
 
 /// The value a consistent sampler hashes: a header's, or one cookie's.
-fn key_value<'a>(key: &SampleKey, headers: &'a HeaderMap) -> Option<&'a [u8]> {
+pub fn key_value<'a>(key: &SampleKey, headers: &'a HeaderMap) -> Option<&'a [u8]> {
     match key {
         SampleKey::Random => None,
         SampleKey::Header(name) => headers
@@ -223,6 +223,11 @@ pub fn consistent_hash(bytes: &[u8]) -> u64 {
         h ^= *b as u64;
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
+    mix(h)
+}
+
+/// splitmix64's finaliser: every input bit moves every output bit.
+pub fn mix(mut h: u64) -> u64 {
     h ^= h >> 30;
     h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h ^= h >> 27;

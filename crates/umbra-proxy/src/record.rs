@@ -42,6 +42,8 @@ const MAX_PENDING_TWINS: usize = 500_000;
 pub enum Role {
     Production,
     Shadow,
+    /// A live request answered by the canary pool.
+    Canary,
 }
 
 impl Role {
@@ -49,6 +51,7 @@ impl Role {
         match self {
             Role::Production => "production",
             Role::Shadow => "shadow",
+            Role::Canary => "canary",
         }
     }
 }
@@ -449,7 +452,7 @@ impl RecorderThread {
             // Pair copies with their live twin, whichever finishes first.
             if e.twin != 0 {
                 match e.role {
-                    Role::Production => {
+                    Role::Production | Role::Canary => {
                         if let Some(copies) = self.shadow_twins.remove(&e.twin) {
                             for (status, _) in copies {
                                 stats.compare(&profile, e.status, status);
@@ -476,7 +479,7 @@ impl RecorderThread {
                     },
                 }
             }
-            if e.role == Role::Production
+            if e.role != Role::Shadow
                 && let Some(log) = &mut self.log
             {
                 self.line.clear();
@@ -515,7 +518,7 @@ impl RecorderThread {
 /// the live span).
 fn span(e: &Exchange, t: &TraceInfo, profile: &Arc<str>) -> SpanRecord {
     let (name, kind) = match e.role {
-        Role::Production => ("proxy", SpanKind::Server),
+        Role::Production | Role::Canary => ("proxy", SpanKind::Server),
         Role::Shadow => ("shadow copy", SpanKind::Client),
     };
     let mut s = SpanRecord::new(&t.ctx, name, kind, t.start);

@@ -571,10 +571,12 @@ impl Analysis {
         self.store.clone()
     }
 
-    /// What the proxy's recorder hands every measured exchange to.
-    pub fn feed(&self) -> Box<dyn Observer> {
+    /// What the proxy's recorder hands every measured exchange to. `canary` is
+    /// the `[canary] name`: its shadow-stage copies are judged as the canary.
+    pub fn feed(&self, canary: Option<&str>) -> Box<dyn Observer> {
         Box::new(Feed {
             shared: self.handle.shared.clone(),
+            canary_copies: canary.map(Arc::from),
         })
     }
 
@@ -601,6 +603,8 @@ impl Drop for Analysis {
 /// Runs on the proxy's recorder thread.
 struct Feed {
     shared: Arc<Shared>,
+    /// The shadow target that carries the canary's shadow-stage copies.
+    canary_copies: Option<Arc<str>>,
 }
 
 impl Observer for Feed {
@@ -610,6 +614,10 @@ impl Observer for Feed {
             key: WindowKey {
                 role: match e.role {
                     record::Role::Production => Role::Production,
+                    record::Role::Canary => Role::Canary,
+                    record::Role::Shadow if self.canary_copies.as_ref() == Some(&e.upstream) => {
+                        Role::Canary
+                    }
                     record::Role::Shadow => Role::Shadow,
                 },
                 upstream: e.upstream.clone(),

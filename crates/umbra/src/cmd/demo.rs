@@ -348,7 +348,7 @@ async fn live(
         },
     };
     let analysis = Analysis::start(&sections)?.context("the analysis is on")?;
-    let proxy = Proxy::start_observed(config, Some(analysis.feed())).await?;
+    let proxy = Proxy::start_observed(config, Some(analysis.feed(None))).await?;
     let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let admin_address = admin_listener.local_addr()?;
     let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);

@@ -141,7 +141,12 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
 async fn serve(config: Config, sections: Sections, source: ConfigSource) -> anyhow::Result<()> {
     let admin_address = config.admin.as_ref().map(|a| a.address);
     let analysis = Analysis::start(&sections)?;
-    let proxy = Proxy::start_observed(config, analysis.as_ref().map(Analysis::feed)).await?;
+    let canary_name = config.canary.as_ref().map(|c| c.name.clone());
+    let proxy = Proxy::start_observed(
+        config,
+        analysis.as_ref().map(|a| a.feed(canary_name.as_deref())),
+    )
+    .await?;
     let handle = proxy.handle();
     if let Some(a) = &analysis {
         let h = handle.clone();
