@@ -5,19 +5,23 @@
 //! scrapes and operators never queue behind client traffic.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::extract::Path;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use umbra_analysis::alert::AlertState;
+use umbra_control::canary::Action;
 use umbra_proxy::ProxyHandle;
 
 use crate::analysis::AnalysisHandle;
+use crate::canary::CanaryControl;
 use crate::dashboard;
 
 /// What the admin handlers read.
@@ -26,6 +30,8 @@ pub struct AdminState {
     pub proxy: ProxyHandle,
     /// `None` when `[analysis] enabled = false`.
     pub analysis: Option<AnalysisHandle>,
+    /// `None` without a `[canary]`.
+    pub canary: Option<Arc<CanaryControl>>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -35,6 +41,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/weights", get(weights).put(set_weights))
         .route("/api/alerts", get(alerts))
         .route("/api/analysis", get(analysis))
+        .route("/api/canary", get(canary_status))
+        .route("/api/canary/{action}", post(canary_action))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/", get(dashboard::page))
@@ -134,6 +142,73 @@ async fn analysis(State(s): State<AdminState>) -> Response {
         Some(a) => Json(a.summary()).into_response(),
         None => disabled(),
     }
+}
+
+/// `GET /api/canary`: the stage, the share, the judgement so far and the latest decisions.
+async fn canary_status(State(s): State<AdminState>) -> Response {
+    match &s.canary {
+        Some(c) => Json(c.status()).into_response(),
+        None => no_canary(),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ActionBody {
+    reason: Option<String>,
+}
+
+/// `POST /api/canary/{promote|rollback|pause|resume}`, optionally with
+/// `{"reason": "..."}`: an operator's override. 409 when the canary's state
+/// does not allow it (promoting a rolled-back canary).
+async fn canary_action(
+    State(s): State<AdminState>,
+    Path(action): Path<String>,
+    body: Option<Json<ActionBody>>,
+) -> Response {
+    let Some(c) = &s.canary else {
+        return no_canary();
+    };
+    let action = match action.as_str() {
+        "promote" => Action::Promote,
+        "rollback" => Action::Rollback,
+        "pause" => Action::Pause,
+        "resume" => Action::Resume,
+        other => {
+            return (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": format!("canary action `{other}`: expected promote, rollback, pause or resume")})),
+            )
+                .into_response();
+        }
+    };
+    let reason = body.and_then(|Json(b)| b.reason);
+    let c = c.clone();
+    // The decision writes to the store: off the async workers.
+    let done = tokio::task::spawn_blocking(move || {
+        c.act(action, reason.as_deref())
+            .map(|d| (crate::canary::describe(c.name(), &d), c.status()))
+    })
+    .await;
+    match done {
+        Ok(Ok((decision, status))) => {
+            eprintln!("umbra: {decision}");
+            Json(json!({"decision": decision, "canary": status})).into_response()
+        }
+        Ok(Err(e)) => (StatusCode::CONFLICT, Json(json!({"error": format!("{e:#}")}))).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+fn no_canary() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": "no canary is configured (add a [canary] section)"})),
+    )
+        .into_response()
 }
 
 fn disabled() -> Response {

@@ -33,6 +33,8 @@ use umbra_proxy::config::{duration, parse_toml};
 use umbra_proxy::record::{self, Exchange, Observer};
 use umbra_store::{AlertRow, Store, WindowRow};
 
+use crate::canary::CanaryControl;
+
 /// The store document that holds the baselines.
 const BASELINES: &str = "analysis.baselines";
 
@@ -77,6 +79,10 @@ impl Sections {
         if let Some(w) = &self.control.weights {
             w.validate()
                 .map_err(|e| format!("section [control.weights]: {e}"))?;
+        }
+        if let Some(c) = &self.control.canary {
+            c.validate()
+                .map_err(|e| format!("section [control.canary]: {e}"))?;
         }
         for (i, s) in self.alerts.sinks.iter().enumerate() {
             umbra_analysis::alert::sink::Sink::new(s)
@@ -375,6 +381,8 @@ pub type ResourceSource = Box<dyn Fn() -> Vec<ResourceSample> + Send + Sync>;
 struct Shared {
     windower: Mutex<Windower>,
     resources: Mutex<Option<ResourceSource>>,
+    /// The canary controller, judged on every tick's windows once the proxy has started.
+    canary: Mutex<Option<Arc<CanaryControl>>>,
     view: RwLock<View>,
     window_ms: u64,
     store: Option<String>,
@@ -394,6 +402,15 @@ impl AnalysisHandle {
             .resources
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    /// The canary to judge on every tick (the proxy's, once it has started).
+    pub fn set_canary(&self, canary: Arc<CanaryControl>) {
+        *self
+            .shared
+            .canary
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(canary);
     }
 
     /// Alerts, firing first; only those in `state` when given.
@@ -513,6 +530,7 @@ impl Analysis {
         let shared = Arc::new(Shared {
             windower: Mutex::new(windower),
             resources: Mutex::new(None),
+            canary: Mutex::new(None),
             view: RwLock::new(View::default()),
             window_ms: sections.analysis.window.as_millis() as u64,
             store: store.as_ref().map(|s| s.path().to_string()),
@@ -691,6 +709,19 @@ impl Worker {
                 let evaluations = self.judge.observe(&windows);
                 events = self.manager.observe(&evaluations, now);
                 self.save_baselines(now);
+            }
+            // The canary is judged on every tick: a stage can end without a new window.
+            let canary = self
+                .shared
+                .canary
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(c) = canary
+                && let Some(d) = c.observe(&windows, now)
+                && let Some(ev) = c.alert_for(&d)
+            {
+                events.extend(self.manager.observe(&[ev], now));
             }
             events.extend(self.manager.tick(now));
             if !events.is_empty() {

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod alerts;
+pub mod canary;
 pub mod capacity;
 pub mod demo;
 pub mod detect;

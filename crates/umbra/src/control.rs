@@ -23,6 +23,10 @@ pub struct ControlSection {
     /// `[control.weights]`: weights from performance (off without the table).
     #[serde(default)]
     pub weights: Option<WeightConfig>,
+    /// `[control.canary]`: how the `[canary]` is judged and moved through its
+    /// stages (the defaults when the table is absent).
+    #[serde(default)]
+    pub canary: Option<umbra_control::canary::CanaryConfig>,
 }
 
 /// Cumulative figures of one (server, profile) series at the last interval.

@@ -5,6 +5,7 @@
 
 mod admin;
 mod analysis;
+mod canary;
 mod cmd;
 mod control;
 mod dashboard;
@@ -51,6 +52,7 @@ enum Command {
     Proxy(cmd::proxy::ProxyArgs),
     Check(cmd::proxy::CheckArgs),
     Alerts(cmd::alerts::AlertsArgs),
+    Canary(cmd::canary::CanaryArgs),
     Report(cmd::report::ReportArgs),
 }
 
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
         Command::Proxy(args) => cmd::proxy::run(args),
         Command::Check(args) => cmd::proxy::check(args),
         Command::Alerts(args) => cmd::alerts::run(args),
+        Command::Canary(args) => cmd::canary::run(args),
         Command::Report(args) => cmd::report::run(args),
     };
     match result {

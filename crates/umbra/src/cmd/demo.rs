@@ -37,7 +37,9 @@ use crate::admin;
 use crate::analysis::{AlertsSection, Analysis, AnalysisSection, Sections, StoreSection};
 use crate::cmd::learn::write_set;
 use crate::cmd::profiles::render_table;
+use crate::canary::CanaryControl;
 use crate::control::ControlSection;
+use umbra_control::canary::CanaryConfig;
 use umbra_control::weights::WeightConfig;
 
 const SAMPLE_LOG: &[u8] = include_bytes!("../../assets/shop-access-1k.log");
@@ -46,6 +48,9 @@ const SAMPLE_LOG: &[u8] = include_bytes!("../../assets/shop-access-1k.log");
 const SLOWDOWN: f64 = 2.5;
 /// How much slower the second production server is than the first, everywhere.
 const SECOND_SERVER: f64 = 1.5;
+/// The canary's name, and the shares it is given.
+const CANARY: &str = "next-canary";
+const CANARY_STAGES: &str = "5%, 25%, 50%, then 100%";
 
 /// Run Umbra end to end on built-in data, on 127.0.0.1 only.
 ///
@@ -304,6 +309,9 @@ async fn live(
     let shadow = Service::new(&set, Some(&regression.template), 1.0)
         .start()
         .await?;
+    let canary = Service::new(&set, Some(&regression.template), 1.0)
+        .start()
+        .await?;
     println!("production on http://{production}: every learned endpoint, shop-like latencies");
     println!(
         "production on http://{production_b}: the same, {:.0}% slower (the weights should move away from it)",
@@ -315,6 +323,10 @@ async fn live(
         regression.template,
         (SLOWDOWN - 1.0) * 100.0
     );
+    println!(
+        "canary on http://{canary}: the same next version, as a canary that is to get {} of live traffic",
+        CANARY_STAGES
+    );
 
     println!("\n== 3. proxy: live traffic to production, masked copies of all of it to the shadow");
     let config = Config::parse(
@@ -324,6 +336,7 @@ async fn live(
              [production]\nservers = [{{ url = \"http://{production}\" }}, {{ url = \"http://{production_b}\" }}]\n\
              [[shadow]]\nname = \"next\"\nurl = \"http://{shadow}\"\n\
              [mirror]\npercent = \"100%\"\n\
+             [canary]\nname = \"{CANARY}\"\nservers = [{{ url = \"http://{canary}\" }}]\n\
              [profiles]\nfile = {:?}\n",
             profiles_path.display().to_string()
         ),
@@ -345,16 +358,41 @@ async fn live(
                 interval: Duration::from_secs(3),
                 ..WeightConfig::default()
             }),
+            // Straight to live shares (the shadow above already gets copies),
+            // short stages so the demo sees them, and fewer requests to judge on.
+            canary: Some(CanaryConfig {
+                shadow: false,
+                stages: vec![5.0, 25.0, 50.0, 100.0],
+                interval: Duration::from_secs(10),
+                min_requests: 30,
+                ..CanaryConfig::default()
+            }),
         },
     };
     let analysis = Analysis::start(&sections)?.context("the analysis is on")?;
-    let proxy = Proxy::start_observed(config, Some(analysis.feed(None))).await?;
+    let proxy = Proxy::start_observed(config, Some(analysis.feed(Some(CANARY)))).await?;
+    let started = Instant::now();
+    let canary_control = CanaryControl::start(
+        sections.control.canary.clone().unwrap_or_default(),
+        CANARY,
+        proxy.handle(),
+        analysis.store(),
+        Box::new(move |name, d| {
+            println!(
+                "[{:5.1}s] {}",
+                started.elapsed().as_secs_f64(),
+                crate::canary::describe(name, d)
+            )
+        }),
+    )?;
+    analysis.handle().set_canary(canary_control.clone());
     let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let admin_address = admin_listener.local_addr()?;
     let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         admin::AdminState {
+            canary: Some(canary_control.clone()),
             proxy: proxy.handle(),
             analysis: Some(analysis.handle()),
         },
@@ -370,9 +408,11 @@ async fn live(
     println!(
         "weights: every 3s from each server's latency at the profile mix (floor 5%, at most 10 points a step)"
     );
+    println!(
+        "canary: {CANARY} gets {CANARY_STAGES} of live requests, 10s a stage, judged per profile against production"
+    );
     let (weights_stop, weights_stopped) = tokio::sync::watch::channel(false);
     let weights_task = {
-        let started = Instant::now();
         tokio::spawn(crate::control::run_weights(
             sections.control.weights.clone().unwrap_or_default(),
             proxy.handle(),
@@ -456,7 +496,6 @@ async fn live(
     };
 
     // Watch: a status line every few seconds, every alert as it fires or resolves.
-    let started = Instant::now();
     let mut reported: BTreeSet<(String, &'static str)> = BTreeSet::new();
     let mut next_status = Duration::from_secs(4);
     let handle = analysis.handle();
@@ -565,6 +604,37 @@ async fn live(
     } else {
         println!("FOUND, with false alarms on other profiles");
     }
+    // The canary must have been rolled back by the judge, on the slowed endpoint's profile.
+    let canary = canary_control.status();
+    let rollback = canary["history"].as_array().and_then(|h| {
+        h.iter().find(|d| {
+            d["to"]["name"] == "rolled_back" && d["cause"]["by"] == "judged"
+        })
+    });
+    let canary_ok = match rollback {
+        Some(d) => {
+            let failed: Vec<String> = d["profiles"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["result"] == "fail")
+                .filter_map(|p| p["profile"].as_str().map(str::to_string))
+                .collect();
+            let on_right = !failed.is_empty() && failed.iter().all(|p| regression.profiles.contains(p));
+            println!(
+                "canary {CANARY} rolled back at {} by the judge, failing on {}{}",
+                d["from"]["name"].as_str().map_or_else(|| d["from"].to_string(), |_| format!("{}%", d["from"]["percent"])),
+                failed.iter().map(|p| format!("{p} ({})", name(p))).collect::<Vec<_>>().join(", "),
+                if on_right { "" } else { ": NOT the slowed endpoint's profile" }
+            );
+            on_right
+        }
+        None => {
+            println!("canary {CANARY} was NOT rolled back (now at {})", canary["stage"]);
+            false
+        }
+    };
+    let found = found && canary_ok;
 
     if let Some(store) = analysis.store() {
         let to = chrono::Utc::now().timestamp_millis().max(0) as u64;
@@ -575,11 +645,12 @@ async fn live(
         std::fs::write(&report, crate::cmd::report::html(&data))
             .with_context(|| format!("writing {}", report.display()))?;
         println!(
-            "report: {} ({} regressions, {} profiles, {} weight changes)",
+            "report: {} ({} regressions, {} profiles, {} weight changes, {} canary decisions)",
             report.display(),
             data.alerts.len(),
             data.costs.len(),
-            data.weights.len()
+            data.weights.len(),
+            data.canary.len()
         );
     }
 

@@ -11,6 +11,7 @@ use umbra_proxy::{ConfigSource, Flags, Proxy};
 
 use crate::admin;
 use crate::analysis::{Analysis, Sections, StoreSection};
+use crate::canary::CanaryControl;
 
 /// Run the shadowing reverse proxy: live requests to production, masked copies to shadow.
 ///
@@ -167,9 +168,27 @@ async fn serve(config: Config, sections: Sections, source: ConfigSource) -> anyh
             },
         ))
     });
+    let canary = match (&canary_name, &analysis) {
+        (None, _) => None,
+        (Some(name), Some(a)) => {
+            let control = CanaryControl::start(
+                sections.control.canary.clone().unwrap_or_default(),
+                name,
+                handle.clone(),
+                a.store(),
+                Box::new(|name, d| eprintln!("umbra: {}", crate::canary::describe(name, d))),
+            )?;
+            a.handle().set_canary(control.clone());
+            Some(control)
+        }
+        (Some(_), None) => bail!(
+            "[canary] needs the analysis to judge it: remove `[analysis] enabled = false`"
+        ),
+    };
     let state = admin::AdminState {
         proxy: handle.clone(),
         analysis: analysis.as_ref().map(Analysis::handle),
+        canary,
     };
     let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
     let admin_task = match admin_address {

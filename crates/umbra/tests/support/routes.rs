@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,19 +24,56 @@ pub fn upstream(slow: Arc<AtomicBool>) -> u16 {
 
 /// [`upstream`], keeping every `traceparent` it receives in `seen`.
 pub fn upstream_seeing(slow: Arc<AtomicBool>, seen: Option<Arc<Mutex<Vec<String>>>>) -> u16 {
+    spawn(slow, 140, seen, None)
+}
+
+/// Requests an upstream answered, live ones and shadow copies (`x-umbra-shadow`) apart.
+#[derive(Default)]
+pub struct Served {
+    pub live: AtomicU64,
+    pub copies: AtomicU64,
+}
+
+/// An upstream whose `/api/search` takes `search_percent`% of its usual time,
+/// counting what it serves.
+pub fn upstream_counting(search_percent: u64, served: Arc<Served>) -> u16 {
+    spawn(Arc::new(AtomicBool::new(true)), search_percent, None, Some(served))
+}
+
+fn spawn(
+    slow: Arc<AtomicBool>,
+    slow_percent: u64,
+    seen: Option<Arc<Mutex<Vec<String>>>>,
+    served: Option<Arc<Served>>,
+) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
             let slow = slow.clone();
             let seen = seen.clone();
-            std::thread::spawn(move || serve(conn, &slow, seen.as_deref()));
+            let served = served.clone();
+            std::thread::spawn(move || {
+                serve(
+                    conn,
+                    &slow,
+                    slow_percent,
+                    seen.as_deref(),
+                    served.as_deref(),
+                )
+            });
         }
     });
     port
 }
 
-fn serve(conn: TcpStream, slow: &AtomicBool, seen: Option<&Mutex<Vec<String>>>) {
+fn serve(
+    conn: TcpStream,
+    slow: &AtomicBool,
+    slow_percent: u64,
+    seen: Option<&Mutex<Vec<String>>>,
+    served: Option<&Served>,
+) {
     let _ = conn.set_nodelay(true);
     let mut out = conn.try_clone().unwrap();
     let mut reader = BufReader::new(conn);
@@ -47,6 +84,7 @@ fn serve(conn: TcpStream, slow: &AtomicBool, seen: Option<&Mutex<Vec<String>>>) 
         }
         let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
         let mut length = 0usize;
+        let mut copy = false;
         loop {
             let mut h = String::new();
             if reader.read_line(&mut h).unwrap_or(0) == 0 {
@@ -56,7 +94,9 @@ fn serve(conn: TcpStream, slow: &AtomicBool, seen: Option<&Mutex<Vec<String>>>) 
                 break;
             }
             if let Some((k, v)) = h.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
+                if k.eq_ignore_ascii_case("x-umbra-shadow") {
+                    copy = true;
+                } else if k.eq_ignore_ascii_case("content-length") {
                     length = v.trim().parse().unwrap_or(0);
                 } else if k.eq_ignore_ascii_case("traceparent")
                     && let Some(seen) = seen
@@ -75,7 +115,10 @@ fn serve(conn: TcpStream, slow: &AtomicBool, seen: Option<&Mutex<Vec<String>>>) 
             .map(|r| (r.2, r.3, r.4))
             .unwrap_or((404, 10, 1));
         if path.starts_with("/api/search") && slow.load(Ordering::Relaxed) {
-            ms = ms * 14 / 10;
+            ms = ms * slow_percent / 100;
+        }
+        if let Some(s) = served {
+            if copy { &s.copies } else { &s.live }.fetch_add(1, Ordering::Relaxed);
         }
         std::thread::sleep(Duration::from_millis(ms));
         let head = format!("HTTP/1.1 {status} X\r\ncontent-length: {size}\r\n\r\n");
