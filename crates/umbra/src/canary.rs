@@ -91,6 +91,11 @@ impl CanaryControl {
         &self.name
     }
 
+    /// Every decision kept, oldest first.
+    pub fn history(&self) -> Vec<Decision> {
+        self.lock().state().history.clone()
+    }
+
     /// The alert a decision raises: a judged rollback's failing metric.
     pub fn alert_for(&self, d: &Decision) -> Option<Evaluation> {
         rollback_evaluation(d, self.lock().config())
@@ -235,10 +240,8 @@ pub fn rollback_evaluation(d: &Decision, config: &CanaryConfig) -> Option<Evalua
             1.0,
         ),
     };
-    let start = d
-        .at_ms
-        .saturating_sub(config.interval.as_millis() as u64)
-        .min(d.at_ms);
+    // The decision's moment: the alert lifecycle measures staleness from it.
+    let start = d.at_ms;
     let verdict = Verdict {
         profile: profile.profile.clone(),
         role: Role::Canary,
@@ -253,8 +256,9 @@ pub fn rollback_evaluation(d: &Decision, config: &CanaryConfig) -> Option<Evalua
         effect_size: m.change.unwrap_or(0.0),
         p_value: m.p_value.unwrap_or(1.0),
         detector: format!("canary judge: {}", d.reason),
-        agreeing: 1,
-        of: 1,
+        // The early check's consecutive failing checks (or one end-of-stage judgement).
+        agreeing: config.confirm.max(1) as usize,
+        of: config.confirm.max(1) as usize,
         requests: profile.canary_requests,
         trace_ids: Vec::new(),
     };

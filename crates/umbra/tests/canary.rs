@@ -146,10 +146,12 @@ fn a_canary_30_percent_slower_on_one_profile_is_rolled_back_at_its_first_live_st
 
     let stop = Arc::new(AtomicBool::new(false));
     let clients = drive(listen, 10, &stop);
+    let load_started = Instant::now();
     wait_for("the canary rolled back", Duration::from_secs(90), &proxy, || {
         canary_state(admin)["phase"]["name"] == "rolled_back"
     });
     let at_rollback = canary_served.live.load(Ordering::Relaxed);
+    let rolled_back_after = load_started.elapsed();
     // Users keep coming; none of them reaches the canary any more.
     std::thread::sleep(Duration::from_secs(3));
     stop.store(true, Ordering::Relaxed);
@@ -167,6 +169,10 @@ fn a_canary_30_percent_slower_on_one_profile_is_rolled_back_at_its_first_live_st
         "users saw more than the 1% stage: {on_canary} of {total}"
     );
     assert!(on_canary > 0, "the canary got no live traffic at all");
+    eprintln!(
+        "rolled back {rolled_back_after:?} after the load started; the canary answered {on_canary} of {total} live requests ({:.3}%)",
+        on_canary as f64 * 100.0 / total as f64
+    );
     assert_eq!(canary_served.copies.load(Ordering::Relaxed), 0, "no shadow stage");
 
     let state = canary_state(admin);
@@ -243,12 +249,14 @@ fn a_healthy_canary_is_promoted_in_one_interval_per_stage() {
         canary_state(admin)["phase"]["name"] == "promoted"
     });
     let took = started.elapsed();
+    eprintln!("promoted after {took:?} (five stages of {interval:?})");
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().unwrap();
     }
     let state = canary_state(admin);
-    let history = state["history"].as_array().unwrap();
+    // Newest first in the API: oldest first here.
+    let history: Vec<&Value> = state["history"].as_array().unwrap().iter().rev().collect();
     let path: Vec<String> = history
         .iter()
         .map(|d| format!("{} {}", d["outcome"].as_str().unwrap(), d["to"]["name"].as_str().unwrap()))

@@ -39,7 +39,7 @@ use crate::cmd::learn::write_set;
 use crate::cmd::profiles::render_table;
 use crate::canary::CanaryControl;
 use crate::control::ControlSection;
-use umbra_control::canary::CanaryConfig;
+use umbra_control::canary::{CanaryConfig, Cause, Outcome, Phase};
 use umbra_control::weights::WeightConfig;
 
 const SAMPLE_LOG: &[u8] = include_bytes!("../../assets/shop-access-1k.log");
@@ -605,32 +605,41 @@ async fn live(
         println!("FOUND, with false alarms on other profiles");
     }
     // The canary must have been rolled back by the judge, on the slowed endpoint's profile.
-    let canary = canary_control.status();
-    let rollback = canary["history"].as_array().and_then(|h| {
-        h.iter().find(|d| {
-            d["to"]["name"] == "rolled_back" && d["cause"]["by"] == "judged"
-        })
-    });
+    let history = canary_control.history();
+    let rollback = history
+        .iter()
+        .find(|d| d.to == Phase::RolledBack && d.cause == Cause::Judged);
     let canary_ok = match rollback {
         Some(d) => {
-            let failed: Vec<String> = d["profiles"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|p| p["result"] == "fail")
-                .filter_map(|p| p["profile"].as_str().map(str::to_string))
+            let failed: Vec<&str> = d
+                .profiles
+                .iter()
+                .filter(|p| p.result == Outcome::Fail)
+                .map(|p| p.profile.as_str())
                 .collect();
-            let on_right = !failed.is_empty() && failed.iter().all(|p| regression.profiles.contains(p));
+            let on_right =
+                !failed.is_empty() && failed.iter().all(|p| regression.profiles.contains(*p));
+            let failed: Vec<String> = failed
+                .iter()
+                .map(|p| format!("{p} ({})", name(p)))
+                .collect();
             println!(
                 "canary {CANARY} rolled back at {} by the judge, failing on {}{}",
-                d["from"]["name"].as_str().map_or_else(|| d["from"].to_string(), |_| format!("{}%", d["from"]["percent"])),
-                failed.iter().map(|p| format!("{p} ({})", name(p))).collect::<Vec<_>>().join(", "),
-                if on_right { "" } else { ": NOT the slowed endpoint's profile" }
+                d.from,
+                failed.join(", "),
+                if on_right {
+                    ""
+                } else {
+                    ": NOT the slowed endpoint's profile"
+                }
             );
             on_right
         }
         None => {
-            println!("canary {CANARY} was NOT rolled back (now at {})", canary["stage"]);
+            println!(
+                "canary {CANARY} was NOT rolled back (now at {})",
+                canary_control.status()["stage"]
+            );
             false
         }
     };
