@@ -31,6 +31,12 @@ pub enum Error {
     /// The forecaster has not seen enough of the series to say anything.
     #[error("forecast: {0}")]
     NotEnoughHistory(String),
+    /// An operator's canary override that the canary's phase does not allow.
+    #[error("canary {action}: {reason}")]
+    Canary {
+        action: &'static str,
+        reason: String,
+    },
     /// A load step result that cannot be true.
     #[error("capacity step at {offered_rps} req/s: {reason}")]
     BadStep { offered_rps: f64, reason: String },
