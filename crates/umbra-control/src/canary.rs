@@ -39,8 +39,9 @@
 //!   data is never a pass: a canary nobody measured is not known to be good.
 //!
 //! Per metric, a change at or above the threshold that is significant at
-//! `fail_alpha` fails; one that is large, or significant at `alpha`, is
-//! Marginal. At the end of a stage both levels are divided by the number of
+//! `fail_alpha` fails; one that is large and significant only at `alpha` is
+//! Marginal; anything else passes (a small change, significant or not, is
+//! within tolerance; a large one without significance is not evidence). At the end of a stage both levels are divided by the number of
 //! judged metrics, so `alpha` is the stage's false-alarm rate rather than each
 //! metric's. `latency_p99` waits for 500 latencies a side and `error_rate` for
 //! `5 / error_threshold` requests a side: the analysis crate's proportion

@@ -394,34 +394,46 @@ fn no_canary_traffic_holds_and_never_passes_then_rolls_back_after_max_holds() {
 }
 
 #[test]
-fn a_slightly_slower_canary_is_held_as_marginal() {
-    // 10% slower on the busiest profile: significant, but under the 20% threshold.
+fn a_canary_slower_within_the_threshold_is_promoted() {
+    // 10% slower on the busiest profile: significant with this much data, but
+    // within the 20% tolerance, so every stage passes (Kayenta's rule).
     let faults = Faults {
         slow: Some(("p-home", 1.1)),
         ..Faults::default()
     };
     let mut c = canary(no_shadow());
-    let run = Sim::new(2, faults).run(&mut c, 4 * INTERVAL, 10);
-    assert_eq!(run.decisions.len(), 3, "{:#?}", run.decisions);
-    for (i, d) in run.decisions.iter().enumerate() {
-        assert_eq!(d.outcome, Outcome::Marginal);
-        assert!(d.score.unwrap() < 95.0);
-        let named = "marginal: profile p-home latency_p50 +";
-        assert!(d.reason.contains(named), "{}", d.reason);
-        if i < 2 {
-            let held = format!("held at 1% (hold {} of 3)", i + 1);
-            assert!(d.reason.ends_with(&held), "{}", d.reason);
-            assert_eq!(d.to, live(0, 1.0));
-        }
-    }
-    // Still measurably slower after three intervals: never promoted, rolled back.
-    let d = &run.decisions[2];
-    assert_eq!(
-        (d.at_ms, d.to.clone()),
-        (T0 + 3 * INTERVAL, Phase::RolledBack)
-    );
-    let why = "3 intervals in a row without a pass (max_holds = 3): rolled back";
-    assert!(d.reason.ends_with(why), "{}", d.reason);
+    let run = Sim::new(2, faults).run(&mut c, 5 * INTERVAL, 10);
+    let outcomes: Vec<Outcome> = run.decisions.iter().map(|d| d.outcome).collect();
+    assert_eq!(outcomes, [Outcome::Pass; 4], "{:#?}", run.decisions);
+    assert_eq!(c.state().phase, Phase::Promoted);
+    assert_eq!(run.ended_ms, Some(4 * INTERVAL));
+}
+
+#[test]
+fn a_large_significant_change_short_of_the_strict_level_holds() {
+    // 20% slower on a quiet profile (reads as a p50 shift of about +14%, over
+    // the 10% threshold here) with a few hundred canary requests: significant
+    // at alpha, far from the (here extreme) fail_alpha: held, not rolled back.
+    let config = CanaryConfig {
+        shadow: false,
+        stages: vec![5.0, 100.0],
+        latency_threshold: 0.1,
+        fail_alpha: 1e-20,
+        confirm: 1000,
+        ..CanaryConfig::default()
+    };
+    let faults = Faults {
+        slow: Some(("p-cart", 1.2)),
+        ..Faults::default()
+    };
+    let mut c = canary(config);
+    let run = Sim::new(3, faults).run(&mut c, INTERVAL + 10_000, 10);
+    assert_eq!(run.decisions.len(), 1, "{:#?}", run.decisions);
+    let d = &run.decisions[0];
+    assert_eq!(d.outcome, Outcome::Marginal, "{d:#?}");
+    assert_eq!(d.to, live(0, 5.0), "held, not promoted or rolled back");
+    assert!(d.reason.contains("p-cart latency_p50 +"), "{}", d.reason);
+    assert!(d.reason.contains("held at 5% (hold 1 of 3)"), "{}", d.reason);
 }
 
 #[test]
