@@ -1,7 +1,7 @@
 //! The admin listener: `/metrics`, `/api/stats`, `/healthz`, `/readyz`,
-//! `/api/weights` to read or set production weights at run time, and the
-//! analysis: `/api/alerts` and `/api/analysis`; the dashboard at `/` (see
-//! `dashboard.rs`). It has its own port so that
+//! `/api/weights` to read or set production weights at run time, the
+//! analysis: `/api/alerts` and `/api/analysis`, the replica advice:
+//! `/api/capacity`; the dashboard at `/` (see `dashboard.rs`). It has its own port so that
 //! scrapes and operators never queue behind client traffic.
 
 use std::collections::BTreeMap;
@@ -19,6 +19,7 @@ use umbra_proxy::ProxyHandle;
 
 use crate::analysis::AnalysisHandle;
 use crate::dashboard;
+use crate::scaling::ScalingHandle;
 
 /// What the admin handlers read.
 #[derive(Clone)]
@@ -26,6 +27,8 @@ pub struct AdminState {
     pub proxy: ProxyHandle,
     /// `None` when `[analysis] enabled = false`.
     pub analysis: Option<AnalysisHandle>,
+    /// `None` without `[control.replicas]`.
+    pub scaling: Option<ScalingHandle>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -35,6 +38,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/weights", get(weights).put(set_weights))
         .route("/api/alerts", get(alerts))
         .route("/api/analysis", get(analysis))
+        .route("/api/capacity", get(capacity))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/", get(dashboard::page))
@@ -68,6 +72,9 @@ async fn metrics(State(s): State<AdminState>, headers: axum::http::HeaderMap) ->
     };
     if let Some(a) = &s.analysis {
         text.push_str(&a.metrics(openmetrics));
+    }
+    if let Some(r) = &s.scaling {
+        text.push_str(&r.metrics(openmetrics));
     }
     let content_type = if openmetrics {
         text.push_str("# EOF\n");
@@ -133,6 +140,18 @@ async fn analysis(State(s): State<AdminState>) -> Response {
     match &s.analysis {
         Some(a) => Json(a.summary()).into_response(),
         None => disabled(),
+    }
+}
+
+/// `GET /api/capacity`: the demand forecast and the recommended replicas.
+async fn capacity(State(s): State<AdminState>) -> Response {
+    match &s.scaling {
+        Some(r) => Json(r.api()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no forecast: umbra.toml has no [control.replicas] table"})),
+        )
+            .into_response(),
     }
 }
 

@@ -23,6 +23,10 @@ pub struct ControlSection {
     /// `[control.weights]`: weights from performance (off without the table).
     #[serde(default)]
     pub weights: Option<WeightConfig>,
+    /// `[control.replicas]`: demand forecast and replica advice (off without
+    /// the table; see `scaling.rs`).
+    #[serde(default)]
+    pub replicas: Option<crate::scaling::ReplicasConfig>,
 }
 
 /// Cumulative figures of one (server, profile) series at the last interval.

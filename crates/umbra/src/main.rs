@@ -9,6 +9,7 @@ mod cmd;
 mod control;
 mod dashboard;
 mod duration;
+mod scaling;
 
 use std::process::ExitCode;
 

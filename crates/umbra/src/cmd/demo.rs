@@ -345,6 +345,7 @@ async fn live(
                 interval: Duration::from_secs(3),
                 ..WeightConfig::default()
             }),
+            replicas: None,
         },
     };
     let analysis = Analysis::start(&sections)?.context("the analysis is on")?;
@@ -357,6 +358,7 @@ async fn live(
         admin::AdminState {
             proxy: proxy.handle(),
             analysis: Some(analysis.handle()),
+            scaling: None,
         },
         admin_stopped,
     ));
