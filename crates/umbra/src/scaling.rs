@@ -489,7 +489,7 @@ impl Scaler {
                     peak_rps: current,
                     peak_at_ms: open * self.bucket_ms,
                     current_rps: current,
-                    history_buckets: self.history.len() as u64,
+                    history_buckets: self.closed,
                     from_ms: open * self.bucket_ms,
                     path: Vec::new(),
                     note: Some(e.to_string()),
