@@ -180,12 +180,13 @@ async fn serve(config: Config, sections: Sections, source: ConfigSource) -> anyh
         crate::scaling::ScalingHandle::new(r)
     });
     let scaling_task = scaling.clone().map(|h| {
-        tokio::spawn(crate::scaling::run(
-            h,
-            handle.clone(),
-            store.clone(),
-            control_stopped.clone(),
-        ))
+        let run = crate::scaling::run(h, handle.clone(), store.clone(), control_stopped.clone());
+        // Said when it happens: the proxy goes on serving without advice.
+        tokio::spawn(async move {
+            if let Err(e) = run.await {
+                eprintln!("umbra: replicas: stopped: {e:#}");
+            }
+        })
     });
     let state = admin::AdminState {
         proxy: handle.clone(),
@@ -216,10 +217,8 @@ async fn serve(config: Config, sections: Sections, source: ConfigSource) -> anyh
     {
         eprintln!("umbra: weights: {e}");
     }
-    if let Some(t) = scaling_task
-        && let Ok(Err(e)) = t.await
-    {
-        eprintln!("umbra: replicas: {e}");
+    if let Some(t) = scaling_task {
+        let _ = t.await;
     }
     let _ = admin_stop.send(true);
     let cut = proxy.shutdown().await;
