@@ -24,7 +24,8 @@ use umbra_analysis::detect::{Detector, HoltWinters, HoltWintersConfig};
 
 use crate::error::Error;
 
-/// The `[control.forecast]` settings (TOML).
+/// The forecast settings of `[control.replicas]` (TOML; the binary adds the
+/// keys that are about running it: interval, webhook, where capacity comes from).
 ///
 /// ```toml
 /// bucket = "5m"                  # points are averaged per bucket
@@ -87,7 +88,7 @@ impl Default for ForecastConfig {
     }
 }
 
-const SECTION: &str = "control.forecast";
+const SECTION: &str = "control.replicas";
 
 /// Buckets the trend model needs before it answers.
 const TREND_WARMUP: usize = 6;
@@ -299,6 +300,18 @@ impl Forecaster {
         &self.config
     }
 
+    /// Sets the capacity per instance (a new `umbra capacity` measurement, say)
+    /// without losing the history; the value is checked as in the config.
+    pub fn set_capacity_per_instance(&mut self, rps: f64) -> Result<(), Error> {
+        let config = ForecastConfig {
+            capacity_per_instance: rps,
+            ..self.config.clone()
+        };
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+
     /// Adds a point: `rate` requests per second at `timestamp_ms` (ms since the
     /// epoch). Points should come in time order; one older than a bucket already
     /// closed is counted ([`Forecast::late_points`]) and left out.
@@ -482,7 +495,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.starts_with("control.forecast.capacity_per_instance = 0"),
+            e.starts_with("control.replicas.capacity_per_instance = 0"),
             "{e}"
         );
         let e = Forecaster::new(ForecastConfig {
@@ -492,7 +505,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            e.contains("control.forecast.season") && e.contains("whole number"),
+            e.contains("control.replicas.season") && e.contains("whole number"),
             "{e}"
         );
     }

@@ -181,7 +181,7 @@ fn the_config_reads_from_toml() {
     let c: ForecastConfig = toml::from_str("bucket = \"7m\"\ncapacity_per_instance = 1").unwrap();
     let e = Forecaster::new(c).unwrap_err().to_string();
     assert!(
-        e.contains("control.forecast.season") && e.contains("buckets of \"7m\""),
+        e.contains("control.replicas.season") && e.contains("buckets of \"7m\""),
         "{e}"
     );
 }

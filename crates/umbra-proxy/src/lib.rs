@@ -352,6 +352,20 @@ impl ProxyHandle {
             .any(|e| e.healthy() && !g.pool.is_ejected(e))
     }
 
+    /// Requests sent to each production server since it joined the pool
+    /// (`host:port`, count): the counters the balancer already keeps, read
+    /// without a lock. A server dropped by a reload and added back starts at 0.
+    pub fn production_requests(&self) -> Vec<(Arc<str>, u64)> {
+        self.shared
+            .generation
+            .load()
+            .pool
+            .endpoints
+            .iter()
+            .map(|e| (e.name.clone(), e.requests.load(Relaxed)))
+            .collect()
+    }
+
     /// The trace viewer link of a trace (`[tracing] link_template`), if one is set.
     pub fn trace_url(&self, trace_id_hex: &str) -> Option<String> {
         let id = umbra_trace::TraceId::from_hex(trace_id_hex).ok()?;

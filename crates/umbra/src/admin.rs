@@ -1,7 +1,7 @@
 //! The admin listener: `/metrics`, `/api/stats`, `/healthz`, `/readyz`,
-//! `/api/weights` to read or set production weights at run time, and the
-//! analysis: `/api/alerts` and `/api/analysis`; the dashboard at `/` (see
-//! `dashboard.rs`). It has its own port so that
+//! `/api/weights` to read or set production weights at run time, the
+//! analysis: `/api/alerts` and `/api/analysis`, the replica advice:
+//! `/api/capacity`; the dashboard at `/` (see `dashboard.rs`). It has its own port so that
 //! scrapes and operators never queue behind client traffic.
 
 use std::collections::BTreeMap;
@@ -23,6 +23,7 @@ use umbra_proxy::ProxyHandle;
 use crate::analysis::AnalysisHandle;
 use crate::canary::CanaryControl;
 use crate::dashboard;
+use crate::scaling::ScalingHandle;
 
 /// What the admin handlers read.
 #[derive(Clone)]
@@ -32,6 +33,8 @@ pub struct AdminState {
     pub analysis: Option<AnalysisHandle>,
     /// `None` without a `[canary]`.
     pub canary: Option<Arc<CanaryControl>>,
+    /// `None` without `[control.replicas]`.
+    pub scaling: Option<ScalingHandle>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -43,6 +46,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/analysis", get(analysis))
         .route("/api/canary", get(canary_status))
         .route("/api/canary/{action}", post(canary_action))
+        .route("/api/capacity", get(capacity))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/", get(dashboard::page))
@@ -76,6 +80,9 @@ async fn metrics(State(s): State<AdminState>, headers: axum::http::HeaderMap) ->
     };
     if let Some(a) = &s.analysis {
         text.push_str(&a.metrics(openmetrics));
+    }
+    if let Some(r) = &s.scaling {
+        text.push_str(&r.metrics(openmetrics));
     }
     let content_type = if openmetrics {
         text.push_str("# EOF\n");
@@ -198,6 +205,18 @@ async fn canary_action(
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /api/capacity`: the demand forecast and the recommended replicas.
+async fn capacity(State(s): State<AdminState>) -> Response {
+    match &s.scaling {
+        Some(r) => Json(r.api()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no forecast: umbra.toml has no [control.replicas] table"})),
         )
             .into_response(),
     }

@@ -84,6 +84,10 @@ impl Sections {
             c.validate()
                 .map_err(|e| format!("section [control.canary]: {e}"))?;
         }
+        if let Some(r) = &self.control.replicas {
+            r.validate()
+                .map_err(|e| format!("section [control.replicas]: {e}"))?;
+        }
         for (i, s) in self.alerts.sinks.iter().enumerate() {
             umbra_analysis::alert::sink::Sink::new(s)
                 .map_err(|e| format!("key alerts.sinks[{i}]: {e}"))?;
@@ -122,6 +126,9 @@ impl Sections {
                 w.floor,
                 w.max_step
             ));
+        }
+        if let Some(r) = &self.control.replicas {
+            notes.push(r.note());
         }
         match &self.store {
             Some(s) => notes.push(format!("store: {}", s.path.display())),

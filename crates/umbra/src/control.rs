@@ -27,6 +27,10 @@ pub struct ControlSection {
     /// stages (the defaults when the table is absent).
     #[serde(default)]
     pub canary: Option<umbra_control::canary::CanaryConfig>,
+    /// `[control.replicas]`: demand forecast and replica advice (off without
+    /// the table; see `scaling.rs`).
+    #[serde(default)]
+    pub replicas: Option<crate::scaling::ReplicasConfig>,
 }
 
 /// Cumulative figures of one (server, profile) series at the last interval.

@@ -103,6 +103,8 @@ fn finds_the_saturation_point_of_a_known_server_within_ten_percent() {
             "500ms",
             "--json",
             "cap.json",
+            "--store",
+            "cap.db",
         ],
         &dir,
     );
@@ -159,6 +161,13 @@ fn finds_the_saturation_point_of_a_known_server_within_ten_percent() {
         "{stdout}"
     );
     assert!(stderr.contains("step 1: 200.0 req/s offered"), "{stderr}");
+    // --store keeps the run for `umbra report` and the proxy's replica advice:
+    // the target as given, the capacity per instance, the whole result.
+    let store = umbra_store::Store::open_read_only(&dir.join("cap.db")).unwrap();
+    let rows = store.capacities(Some(&url)).unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].capacity_rps, Some(found));
+    assert_eq!(rows[0].body["curve"], r["curve"]);
 }
 
 /// `umbra capacity` against a port where nothing listens, with `args` after

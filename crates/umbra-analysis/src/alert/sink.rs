@@ -338,6 +338,13 @@ impl Sink {
         let Some(body) = self.payload(events) else {
             return Ok(false);
         };
+        self.post_json(&body, timeout).await
+    }
+
+    /// POSTs `body` as JSON to this sink's URL (with its headers), under
+    /// `timeout`; `Ok(false)` for the log sink, which has no URL. Other senders
+    /// of the binary (the replica advice) reuse the webhook sink this way.
+    pub async fn post_json(&self, body: &Value, timeout: Duration) -> Result<bool, SinkError> {
         let (url, headers) = match &self.kind {
             Kind::Webhook { url, headers } => (url, headers.as_slice()),
             Kind::Slack { url } | Kind::Alertmanager { url, .. } => (url, &[][..]),
@@ -350,7 +357,7 @@ impl Sink {
             sink: self.name.clone(),
             reason,
         };
-        let bytes = serde_json::to_vec(&body).map_err(|e| err(e.to_string()))?;
+        let bytes = serde_json::to_vec(body).map_err(|e| err(e.to_string()))?;
         let mut req = hyper::Request::post(url.clone())
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .header(

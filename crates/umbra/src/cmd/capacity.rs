@@ -49,7 +49,8 @@ const NO_CAPACITY: u8 = 3;
 /// output. --json writes `capacity_rps`, the capacity per instance, and the
 /// curve (every step with its rates, p50, p99, errors, drops and why it failed).
 /// `capacity_per_instance_rps` is what the forecaster's replica advice needs
-/// (`capacity_per_instance` in `[control.forecast]`).
+/// (`capacity_per_instance` in `[control.replicas]`; with --store the proxy
+/// reads it from the store when that key is not set).
 ///
 /// EXIT CODES: 0 a capacity was found (or the SLO held up to --max-rate),
 /// 1 error, 2 bad arguments, 3 the SLO failed at every rate tried.
@@ -131,6 +132,11 @@ pub struct CapacityArgs {
     /// Write the result and the curve as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Also save the result in this store (the proxy's `[store] path`):
+    /// `umbra report` shows the curve, and `[control.replicas]` takes its
+    /// capacity per instance from the newest one when its key is not set.
+    #[arg(long, value_name = "FILE")]
+    store: Option<PathBuf>,
     /// No line per step on standard error.
     #[arg(short, long)]
     quiet: bool,
@@ -363,8 +369,23 @@ pub fn run(a: CapacityArgs) -> anyhow::Result<ExitCode> {
     let result = search.result();
     print!("{}", render(&result, &a));
     if let Some(path) = &a.json {
-        write_json(path, &result, &a)?;
+        let text =
+            serde_json::to_string_pretty(&report(&result, &a)).context("encoding the result")?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("{}: cannot write", path.display()))?;
         eprintln!("result written to {}", path.display());
+    }
+    if let Some(path) = &a.store {
+        let store = umbra_store::Store::open(path)?;
+        let body = serde_json::to_value(report(&result, &a)).context("encoding the result")?;
+        store.add_capacity(&umbra_store::CapacityRow {
+            target: a.target.url.clone(),
+            measured_ms: chrono::Utc::now().timestamp_millis().max(0) as u64,
+            // Per instance: what the replica advice divides by.
+            capacity_rps: result.capacity_rps.map(|c| c / a.instances as f64),
+            body,
+        })?;
+        eprintln!("result saved in {} for {}", path.display(), a.target.url);
     }
     Ok(if result.capacity_rps.is_some() {
         ExitCode::SUCCESS
@@ -478,8 +499,8 @@ fn render(result: &Capacity, a: &CapacityArgs) -> String {
     out
 }
 
-fn write_json(path: &PathBuf, result: &Capacity, a: &CapacityArgs) -> anyhow::Result<()> {
-    let report = CapacityReport {
+fn report<'a>(result: &'a Capacity, a: &'a CapacityArgs) -> CapacityReport<'a> {
+    CapacityReport {
         format: "umbra-capacity",
         version: 1,
         target: &a.target.url,
@@ -498,9 +519,7 @@ fn write_json(path: &PathBuf, result: &Capacity, a: &CapacityArgs) -> anyhow::Re
             .into_iter()
             .map(|(step, point)| CurvePoint { step, point })
             .collect(),
-    };
-    let text = serde_json::to_string_pretty(&report).context("encoding the result")?;
-    std::fs::write(path, text + "\n").with_context(|| format!("{}: cannot write", path.display()))
+    }
 }
 
 #[cfg(test)]

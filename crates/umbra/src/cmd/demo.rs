@@ -367,6 +367,7 @@ async fn live(
                 min_requests: 30,
                 ..CanaryConfig::default()
             }),
+            replicas: None,
         },
     };
     let analysis = Analysis::start(&sections)?.context("the analysis is on")?;
@@ -395,6 +396,7 @@ async fn live(
             canary: Some(canary_control.clone()),
             proxy: proxy.handle(),
             analysis: Some(analysis.handle()),
+            scaling: None,
         },
         admin_stopped,
     ));

@@ -28,7 +28,10 @@ use crate::canary::CanaryControl;
 /// `[profiles]` in the config; the file is reloaded when it changes) and
 /// measured by role, upstream and profile. The admin listener serves
 /// `/metrics` (Prometheus), `/api/stats` (JSON), `/healthz` and `/readyz`, and
-/// `PUT /api/weights` to set production weights at run time.
+/// `PUT /api/weights` to set production weights at run time. With
+/// `[control.replicas]` it forecasts demand from the live request rate and
+/// publishes the recommended replicas (`umbra_recommended_replicas` on
+/// /metrics, `/api/capacity`, and a webhook when the advice changes).
 ///
 /// SIGHUP reloads the config file without dropping connections; SIGTERM or
 /// Ctrl-C stops accepting and drains requests in flight (up to
@@ -154,19 +157,42 @@ async fn serve(config: Config, sections: Sections, source: ConfigSource) -> anyh
         a.handle()
             .set_resources(Box::new(move || resource_samples(&h)));
     }
+    // The control loops record into the analysis's store; with the analysis
+    // off they open the configured one themselves.
+    let store = match (analysis.as_ref().and_then(Analysis::store), &sections.store) {
+        (Some(s), _) => Some(s),
+        (None, Some(s))
+            if sections.control.weights.is_some() || sections.control.replicas.is_some() =>
+        {
+            Some(std::sync::Arc::new(umbra_store::Store::open(&s.path)?))
+        }
+        (None, _) => None,
+    };
     let (control_stop, control_stopped) = tokio::sync::watch::channel(false);
     let weights_task = sections.control.weights.clone().map(|w| {
-        let store = analysis.as_ref().and_then(Analysis::store);
         tokio::spawn(crate::control::run_weights(
             w,
             handle.clone(),
-            store,
-            control_stopped,
+            store.clone(),
+            control_stopped.clone(),
             |c: &crate::control::Change| {
                 let w: Vec<String> = c.weights.iter().map(|(s, w)| format!("{s}={w}")).collect();
                 eprintln!("umbra: weights {}", w.join(" "));
             },
         ))
+    });
+    let scaling = sections.control.replicas.clone().map(|r| {
+        eprintln!("umbra: {}", r.note());
+        crate::scaling::ScalingHandle::new(r)
+    });
+    let scaling_task = scaling.clone().map(|h| {
+        let run = crate::scaling::run(h, handle.clone(), store.clone(), control_stopped.clone());
+        // Said when it happens: the proxy goes on serving without advice.
+        tokio::spawn(async move {
+            if let Err(e) = run.await {
+                eprintln!("umbra: replicas: stopped: {e:#}");
+            }
+        })
     });
     let canary = match (&canary_name, &analysis) {
         (None, _) => None,
@@ -189,6 +215,7 @@ async fn serve(config: Config, sections: Sections, source: ConfigSource) -> anyh
         proxy: handle.clone(),
         analysis: analysis.as_ref().map(Analysis::handle),
         canary,
+        scaling,
     };
     let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
     let admin_task = match admin_address {
@@ -197,7 +224,7 @@ async fn serve(config: Config, sections: Sections, source: ConfigSource) -> anyh
                 .await
                 .with_context(|| format!("admin listener on {address}"))?;
             eprintln!(
-                "umbra: admin on http://{} (/metrics, /api/stats, /api/alerts)",
+                "umbra: admin on http://{} (/metrics, /api/stats, /api/alerts, /api/capacity)",
                 listener.local_addr()?
             );
             Some(tokio::spawn(admin::serve(listener, state, admin_stopped)))
@@ -213,6 +240,9 @@ async fn serve(config: Config, sections: Sections, source: ConfigSource) -> anyh
         && let Ok(Err(e)) = t.await
     {
         eprintln!("umbra: weights: {e}");
+    }
+    if let Some(t) = scaling_task {
+        let _ = t.await;
     }
     let _ = admin_stop.send(true);
     let cut = proxy.shutdown().await;

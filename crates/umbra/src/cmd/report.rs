@@ -17,7 +17,8 @@ use crate::analysis::Sections;
 
 /// Write a report of a period from the store: regressions per profile with
 /// their trace links, the profiles that cost the most latency (production and
-/// shadow side by side), weight changes, canary decisions and capacity curves.
+/// shadow side by side), weight changes, canary decisions, changes of the
+/// recommended replicas and capacity curves.
 ///
 /// Reads the store `umbra proxy` writes (`--store FILE`, or the `[store] path`
 /// of `--config FILE`); it can run beside the proxy. The HTML is one
@@ -65,6 +66,8 @@ pub struct ReportData {
     pub costs: Vec<ProfileCost>,
     pub weights: Vec<EventRow>,
     pub canary: Vec<EventRow>,
+    /// Changes of the recommended replicas (`[control.replicas]`).
+    pub replicas: Vec<EventRow>,
     pub capacity: Vec<CapacityRow>,
 }
 
@@ -151,11 +154,12 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         println!("wrote {}", md.display());
     }
     println!(
-        "{} regressions, {} profiles, {} weight changes, {} canary decisions, {} capacity runs",
+        "{} regressions, {} profiles, {} weight changes, {} canary decisions, {} replica changes, {} capacity runs",
         data.alerts.len(),
         data.costs.len(),
         data.weights.len(),
         data.canary.len(),
+        data.replicas.len(),
         data.capacity.len()
     );
     Ok(ExitCode::SUCCESS)
@@ -212,6 +216,7 @@ pub fn gather(
         costs,
         weights: store.events(Some("weights"), from_ms, to_ms)?,
         canary: store.events(Some("canary"), from_ms, to_ms)?,
+        replicas: store.events(Some("replicas"), from_ms, to_ms)?,
         capacity,
     })
 }
@@ -366,6 +371,28 @@ pub fn html(d: &ReportData) -> String {
         h.push_str("</table>");
     }
 
+    h.push_str("<h2>Replica advice</h2>");
+    if d.replicas.is_empty() {
+        h.push_str("<p class=\"muted\">No change of the recommended replicas was recorded.</p>");
+    } else {
+        h.push_str(
+            "<table><tr><th>when</th><th>replicas</th><th>peak</th><th>now</th><th>model</th></tr>",
+        );
+        for e in &d.replicas {
+            let r = replica_change(&e.body);
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&time(e.at_ms)),
+                esc(&r.replicas),
+                esc(&r.peak),
+                esc(&r.now),
+                esc(&r.method)
+            );
+        }
+        h.push_str("</table>");
+    }
+
     h.push_str("<h2>Capacity</h2>");
     if d.capacity.is_empty() {
         h.push_str("<p class=\"muted\">No capacity run in this period (<code>umbra capacity</code> records one).</p>");
@@ -457,6 +484,38 @@ fn capacity_svg(body: &Value) -> String {
     s
 }
 
+/// One change of the recommended replicas, as table cells.
+struct ReplicaChange {
+    replicas: String,
+    peak: String,
+    now: String,
+    method: String,
+}
+
+fn replica_change(b: &Value) -> ReplicaChange {
+    let num = |k: &str| b[k].as_f64();
+    let count = |k: &str| b[k].as_u64().map_or("?".to_string(), |n| n.to_string());
+    ReplicaChange {
+        replicas: match b["previous_replicas"].as_u64() {
+            Some(p) => format!("{p} → {}", count("recommended_replicas")),
+            None => count("recommended_replicas"),
+        },
+        peak: match num("peak_rps") {
+            Some(p) => format!(
+                "{p:.1} req/s at {} (horizon {})",
+                b["peak_at"].as_str().unwrap_or("?"),
+                b["horizon"].as_str().unwrap_or("?")
+            ),
+            None => "?".to_string(),
+        },
+        now: match num("current_rps") {
+            Some(c) => format!("{c:.1} req/s, needs {}", count("current_replicas")),
+            None => "?".to_string(),
+        },
+        method: b["method"].as_str().unwrap_or("?").to_string(),
+    }
+}
+
 /// Markdown cells cannot hold `|` or line breaks.
 fn md(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
@@ -545,6 +604,24 @@ pub fn markdown(d: &ReportData) -> String {
         }
         for e in events.iter() {
             let _ = writeln!(m, "- {}: {}", time(e.at_ms), md(&body_text(&e.body)));
+        }
+    }
+    m.push_str("\n## Replica advice\n\n");
+    if d.replicas.is_empty() {
+        m.push_str("No change of the recommended replicas was recorded.\n");
+    } else {
+        m.push_str("| when | replicas | peak | now | model |\n|---|---:|---|---|---|\n");
+        for e in &d.replicas {
+            let r = replica_change(&e.body);
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {} |",
+                time(e.at_ms),
+                md(&r.replicas),
+                md(&r.peak),
+                md(&r.now),
+                md(&r.method)
+            );
         }
     }
     m.push_str("\n## Capacity\n\n");
