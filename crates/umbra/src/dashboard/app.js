@@ -641,9 +641,27 @@
     const key = 'stage' in b ? 'stage' : 'state';
     const stage = b[key];
     const shown = stage !== undefined && stage !== null && typeof stage !== 'object';
+    // Per profile, the stage's judgement so far (canary against production).
+    const profiles = Array.isArray(b.profiles) ? b.profiles.filter((p) => p && typeof p === 'object') : [];
+    const judged = profiles.length
+      ? h('ul', { class: 'judged' }, profiles.map((p) => {
+        const metrics = (Array.isArray(p.metrics) ? p.metrics : [])
+          .filter((m) => m && m.result !== 'no_data')
+          .map((m) => m.metric + ' ' + m.result + (isNum(m.change) ? ' (' + (m.change >= 0 ? '+' : '') + (m.change * 100).toFixed(1) + '%)' : ''));
+        return h('li', { 'data-profile': String(p.profile), 'data-result': String(p.result) },
+          h('span', { class: 'mono' }, String(p.profile)), ' ', String(p.result),
+          h('span', { class: 'muted' }, ' · ' + fmtCount(p.canary_requests) + ' canary / ' + fmtCount(p.production_requests) +
+            ' production' + (metrics.length ? ' · ' + metrics.join(', ') : '')));
+      }))
+      : null;
+    const last = Array.isArray(b.history) && b.history[0] && typeof b.history[0].reason === 'string'
+      ? h('p', { class: 'muted', 'data-last-decision': '' }, 'last decision: ' + b.history[0].reason)
+      : null;
     fill('canary',
       shown ? h('div', { class: 'big', 'data-stage': String(stage) }, String(stage)) : null,
-      kvOf(b, shown ? [key] : []));
+      kvOf(b, shown ? [key, 'phase', 'stage_started_ms'] : ['phase']),
+      judged,
+      last);
   }
 
   function renderCapacity(res) {
