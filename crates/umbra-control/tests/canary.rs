@@ -433,7 +433,11 @@ fn a_large_significant_change_short_of_the_strict_level_holds() {
     assert_eq!(d.outcome, Outcome::Marginal, "{d:#?}");
     assert_eq!(d.to, live(0, 5.0), "held, not promoted or rolled back");
     assert!(d.reason.contains("p-cart latency_p50 +"), "{}", d.reason);
-    assert!(d.reason.contains("held at 5% (hold 1 of 3)"), "{}", d.reason);
+    assert!(
+        d.reason.contains("held at 5% (hold 1 of 3)"),
+        "{}",
+        d.reason
+    );
 }
 
 #[test]

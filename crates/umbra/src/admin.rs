@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use axum::extract::Path;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::extract::Path;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
@@ -201,7 +201,11 @@ async fn canary_action(
             eprintln!("umbra: {decision}");
             Json(json!({"decision": decision, "canary": status})).into_response()
         }
-        Ok(Err(e)) => (StatusCode::CONFLICT, Json(json!({"error": format!("{e:#}")}))).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::CONFLICT,
+            Json(json!({"error": format!("{e:#}")})),
+        )
+            .into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(json!({"error": e.to_string()})),

@@ -413,11 +413,7 @@ impl AnalysisHandle {
 
     /// The canary to judge on every tick (the proxy's, once it has started).
     pub fn set_canary(&self, canary: Arc<CanaryControl>) {
-        *self
-            .shared
-            .canary
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(canary);
+        *self.shared.canary.lock().unwrap_or_else(|p| p.into_inner()) = Some(canary);
     }
 
     /// Alerts, firing first; only those in `state` when given.

@@ -88,11 +88,18 @@ fn drive(port: u16, threads: usize, stop: &Arc<AtomicBool>) -> Vec<JoinHandle<()
                         "/api/search" => format!("{path}?q=w{}", i % 997),
                         _ => path.to_string(),
                     };
-                    let body: &[u8] = if method == "POST" { b"{\"sku\":1}" } else { b"" };
+                    let body: &[u8] = if method == "POST" {
+                        b"{\"sku\":1}"
+                    } else {
+                        b""
+                    };
                     let reply = conn.request(
                         method,
                         &target,
-                        &[("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0")],
+                        &[(
+                            "user-agent",
+                            "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0",
+                        )],
                         body,
                     );
                     assert_eq!(reply.status, status, "{method} {target}");
@@ -147,9 +154,12 @@ fn a_canary_30_percent_slower_on_one_profile_is_rolled_back_at_its_first_live_st
     let stop = Arc::new(AtomicBool::new(false));
     let clients = drive(listen, 10, &stop);
     let load_started = Instant::now();
-    wait_for("the canary rolled back", Duration::from_secs(90), &proxy, || {
-        canary_state(admin)["phase"]["name"] == "rolled_back"
-    });
+    wait_for(
+        "the canary rolled back",
+        Duration::from_secs(90),
+        &proxy,
+        || canary_state(admin)["phase"]["name"] == "rolled_back",
+    );
     let at_rollback = canary_served.live.load(Ordering::Relaxed);
     let rolled_back_after = load_started.elapsed();
     // Users keep coming; none of them reaches the canary any more.
@@ -161,7 +171,10 @@ fn a_canary_30_percent_slower_on_one_profile_is_rolled_back_at_its_first_live_st
     let on_canary = canary_served.live.load(Ordering::Relaxed);
     let on_production = prod_served.live.load(Ordering::Relaxed);
     let total = on_canary + on_production;
-    assert_eq!(on_canary, at_rollback, "live requests reached a rolled-back canary");
+    assert_eq!(
+        on_canary, at_rollback,
+        "live requests reached a rolled-back canary"
+    );
     assert!(total > 3000, "only {total} requests were sent");
     // The split is exact to within a request or two (a sequence, not a dice roll).
     assert!(
@@ -173,7 +186,11 @@ fn a_canary_30_percent_slower_on_one_profile_is_rolled_back_at_its_first_live_st
         "rolled back {rolled_back_after:?} after the load started; the canary answered {on_canary} of {total} live requests ({:.3}%)",
         on_canary as f64 * 100.0 / total as f64
     );
-    assert_eq!(canary_served.copies.load(Ordering::Relaxed), 0, "no shadow stage");
+    assert_eq!(
+        canary_served.copies.load(Ordering::Relaxed),
+        0,
+        "no shadow stage"
+    );
 
     let state = canary_state(admin);
     let decision = state["history"]
@@ -196,7 +213,8 @@ fn a_canary_30_percent_slower_on_one_profile_is_rolled_back_at_its_first_live_st
     assert_eq!(failed, vec![search.as_str()], "{decision:#}");
 
     // It alerts, as a canary regression of that profile.
-    let alerts: Value = serde_json::from_slice(&get(admin, "/api/alerts?state=firing").body).unwrap();
+    let alerts: Value =
+        serde_json::from_slice(&get(admin, "/api/alerts?state=firing").body).unwrap();
     let alerts = alerts["alerts"].as_array().unwrap();
     assert!(
         alerts
@@ -208,14 +226,27 @@ fn a_canary_30_percent_slower_on_one_profile_is_rolled_back_at_its_first_live_st
 
     // For CI: status exits 3 on a rolled-back canary.
     let out = umbra(
-        &["canary", "status", "--config", "umbra.toml", "--fail-if-rolled-back"],
+        &[
+            "canary",
+            "status",
+            "--config",
+            "umbra.toml",
+            "--fail-if-rolled-back",
+        ],
         &dir,
     );
     assert_eq!(out.status.code(), Some(3), "{}", support::text(&out.stderr));
-    assert!(support::text(&out.stdout).contains("rolled back"), "{}", support::text(&out.stdout));
+    assert!(
+        support::text(&out.stdout).contains("rolled back"),
+        "{}",
+        support::text(&out.stdout)
+    );
 
     // The report has the decision.
-    let out = umbra(&["report", "--store", "umbra.db", "--markdown", "report.md"], &dir);
+    let out = umbra(
+        &["report", "--store", "umbra.db", "--markdown", "report.md"],
+        &dir,
+    );
     assert!(out.status.success(), "{}", support::text(&out.stderr));
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(md.contains("rolled back"), "{md}");
@@ -259,11 +290,23 @@ fn a_healthy_canary_is_promoted_in_one_interval_per_stage() {
     let history: Vec<&Value> = state["history"].as_array().unwrap().iter().rev().collect();
     let path: Vec<String> = history
         .iter()
-        .map(|d| format!("{} {}", d["outcome"].as_str().unwrap(), d["to"]["name"].as_str().unwrap()))
+        .map(|d| {
+            format!(
+                "{} {}",
+                d["outcome"].as_str().unwrap(),
+                d["to"]["name"].as_str().unwrap()
+            )
+        })
         .collect();
     assert_eq!(
         path,
-        ["pass live", "pass live", "pass live", "pass live", "pass promoted"],
+        [
+            "pass live",
+            "pass live",
+            "pass live",
+            "pass live",
+            "pass promoted"
+        ],
         "one pass per stage and no hold: {state:#}"
     );
     let percents: Vec<f64> = history
@@ -275,12 +318,18 @@ fn a_healthy_canary_is_promoted_in_one_interval_per_stage() {
         took >= interval * 5 && took < interval * 5 + Duration::from_secs(8),
         "promoted after {took:?}, expected five intervals of {interval:?}"
     );
-    assert!(canary_served.copies.load(Ordering::Relaxed) > 0, "the shadow stage sent copies");
+    assert!(
+        canary_served.copies.load(Ordering::Relaxed) > 0,
+        "the shadow stage sent copies"
+    );
     // Promoted: every request goes to the canary.
     let before = canary_served.live.load(Ordering::Relaxed);
     let mut conn = Conn::open(listen);
     for _ in 0..20 {
-        assert_eq!(conn.request("GET", "/api/catalog?page=1", &[], b"").status, 200);
+        assert_eq!(
+            conn.request("GET", "/api/catalog?page=1", &[], b"").status,
+            200
+        );
     }
     assert_eq!(canary_served.live.load(Ordering::Relaxed), before + 20);
     drop(proxy);
@@ -294,7 +343,14 @@ fn a_restarted_proxy_resumes_the_same_stage_and_operators_can_steer() {
     let canary = upstream_counting(100, Arc::new(Served::default()));
     let (listen, admin) = (free_port(), free_port());
     // An hour a stage: only the operator moves it here.
-    config(&dir, listen, admin, production, canary, "interval = \"1h\"\n");
+    config(
+        &dir,
+        listen,
+        admin,
+        production,
+        canary,
+        "interval = \"1h\"\n",
+    );
     let ok = |args: &[&str]| {
         let out = umbra(args, &dir);
         assert!(
@@ -308,38 +364,80 @@ fn a_restarted_proxy_resumes_the_same_stage_and_operators_can_steer() {
 
     let mut proxy = Background::start(&["proxy", "--config", "umbra.toml"], &dir, &[listen, admin]);
     assert_eq!(canary_state(admin)["stage"], "shadow");
-    let said = ok(&["canary", "promote", "--config", "umbra.toml", "--reason", "looks fine"]);
+    let said = ok(&[
+        "canary",
+        "promote",
+        "--config",
+        "umbra.toml",
+        "--reason",
+        "looks fine",
+    ]);
     assert!(said.contains("shadow → 1%"), "{said}");
-    ok(&["canary", "promote", "--admin", &format!("127.0.0.1:{admin}")]);
+    ok(&[
+        "canary",
+        "promote",
+        "--admin",
+        &format!("127.0.0.1:{admin}"),
+    ]);
     ok(&["canary", "pause", "--config", "umbra.toml"]);
     let status = ok(&["canary", "status", "--config", "umbra.toml"]);
     assert!(status.contains("canary v2: 5% (paused)"), "{status}");
     let metrics = support::text(&get(admin, "/metrics").body);
-    assert!(metrics.contains("umbra_canary_live_percent{canary=\"v2\"} 5"), "{metrics}");
+    assert!(
+        metrics.contains("umbra_canary_live_percent{canary=\"v2\"} 5"),
+        "{metrics}"
+    );
 
     // Restart: the same stage, still paused.
     proxy.signal("TERM");
-    assert!(proxy.wait(Duration::from_secs(15)).is_some(), "{}", proxy.log());
+    assert!(
+        proxy.wait(Duration::from_secs(15)).is_some(),
+        "{}",
+        proxy.log()
+    );
     let proxy = Background::start(&["proxy", "--config", "umbra.toml"], &dir, &[listen, admin]);
     let state = canary_state(admin);
     assert_eq!(state["stage"], "5%", "{state:#}");
     assert_eq!(state["paused"], true, "{state:#}");
     assert!(proxy.log().contains("resumed at 5%"), "{}", proxy.log());
     let metrics = support::text(&get(admin, "/metrics").body);
-    assert!(metrics.contains("umbra_canary_live_percent{canary=\"v2\"} 5"), "{metrics}");
+    assert!(
+        metrics.contains("umbra_canary_live_percent{canary=\"v2\"} 5"),
+        "{metrics}"
+    );
 
     ok(&["canary", "resume", "--config", "umbra.toml"]);
-    let said = ok(&["canary", "rollback", "--config", "umbra.toml", "--reason", "errors in the logs"]);
+    let said = ok(&[
+        "canary",
+        "rollback",
+        "--config",
+        "umbra.toml",
+        "--reason",
+        "errors in the logs",
+    ]);
     assert!(said.contains("rolled back"), "{said}");
     // Promoting a rolled-back canary is refused, with exit code 2.
     let out = umbra(&["canary", "promote", "--config", "umbra.toml"], &dir);
     assert_eq!(out.status.code(), Some(2), "{}", support::text(&out.stderr));
     assert!(!support::text(&out.stderr).is_empty());
-    let json: Value = serde_json::from_str(&ok(&["canary", "status", "--config", "umbra.toml", "--json"])).unwrap();
+    let json: Value = serde_json::from_str(&ok(&[
+        "canary",
+        "status",
+        "--config",
+        "umbra.toml",
+        "--json",
+    ]))
+    .unwrap();
     assert_eq!(json["percent"], 0.0);
     let last = &json["history"][0];
     assert_eq!(last["cause"]["by"], "operator", "{json:#}");
-    assert!(last["reason"].as_str().unwrap().contains("errors in the logs"), "{json:#}");
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap()
+            .contains("errors in the logs"),
+        "{json:#}"
+    );
 
     // Bad input: an unknown action and no target are clear errors.
     let bad = get(admin, "/api/canary/launch");

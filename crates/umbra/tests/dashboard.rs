@@ -937,7 +937,10 @@ fn trace_links_canary_and_replicas_render_from_their_apis() {
     ] {
         assert!(canary.contains(part), "{part} in {canary}");
     }
-    assert!(!canary.contains("latency_p99"), "no-data metrics are left out: {canary}");
+    assert!(
+        !canary.contains("latency_p99"),
+        "no-data metrics are left out: {canary}"
+    );
     let capacity = shown["capacity"].as_str().unwrap();
     assert!(
         capacity.starts_with("4 recommended replicas (now 3)"),

@@ -135,12 +135,7 @@ pub fn run(args: CanaryArgs) -> anyhow::Result<ExitCode> {
 fn act(action: &str, args: ActionArgs) -> anyhow::Result<ExitCode> {
     let admin = args.target.address()?;
     let body = json!({ "reason": args.reason });
-    let (status, answer) = request(
-        admin,
-        "POST",
-        &format!("/api/canary/{action}"),
-        Some(body),
-    )?;
+    let (status, answer) = request(admin, "POST", &format!("/api/canary/{action}"), Some(body))?;
     match status {
         200 => {
             if args.json {
@@ -255,8 +250,7 @@ fn request(
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async {
-        let client: Client<_, Full<Bytes>> =
-            Client::builder(TokioExecutor::new()).build_http();
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let mut req = hyper::Request::builder()
             .method(method)
             .uri(format!("http://{admin}{path}"));
@@ -279,9 +273,9 @@ fn request(
             .await
             .with_context(|| format!("reading the answer of {admin}"))?
             .to_bytes();
-        let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            json!({"error": String::from_utf8_lossy(&bytes).trim().to_string()})
-        });
+        let value = serde_json::from_slice(&bytes).unwrap_or_else(
+            |_| json!({"error": String::from_utf8_lossy(&bytes).trim().to_string()}),
+        );
         Ok((status, value))
     })
 }

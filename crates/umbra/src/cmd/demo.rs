@@ -35,9 +35,9 @@ use umbra_proxy::config::Config;
 
 use crate::admin;
 use crate::analysis::{AlertsSection, Analysis, AnalysisSection, Sections, StoreSection};
+use crate::canary::CanaryControl;
 use crate::cmd::learn::write_set;
 use crate::cmd::profiles::render_table;
-use crate::canary::CanaryControl;
 use crate::control::ControlSection;
 use umbra_control::canary::{CanaryConfig, Cause, Outcome, Phase};
 use umbra_control::weights::WeightConfig;

@@ -207,9 +207,9 @@ async fn serve(config: Config, sections: Sections, source: ConfigSource) -> anyh
             a.handle().set_canary(control.clone());
             Some(control)
         }
-        (Some(_), None) => bail!(
-            "[canary] needs the analysis to judge it: remove `[analysis] enabled = false`"
-        ),
+        (Some(_), None) => {
+            bail!("[canary] needs the analysis to judge it: remove `[analysis] enabled = false`")
+        }
     };
     let state = admin::AdminState {
         proxy: handle.clone(),

@@ -37,7 +37,12 @@ pub struct Served {
 /// An upstream whose `/api/search` takes `search_percent`% of its usual time,
 /// counting what it serves.
 pub fn upstream_counting(search_percent: u64, served: Arc<Served>) -> u16 {
-    spawn(Arc::new(AtomicBool::new(true)), search_percent, None, Some(served))
+    spawn(
+        Arc::new(AtomicBool::new(true)),
+        search_percent,
+        None,
+        Some(served),
+    )
 }
 
 fn spawn(
