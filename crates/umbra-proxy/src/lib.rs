@@ -273,6 +273,16 @@ impl ProxyHandle {
                     current.config.listen.address, config.listen.address
                 ));
             }
+            // The canary's controller, its stored state and the analysis feed are
+            // keyed by its name: a new canary starts with a new process.
+            let name = |c: &Config| c.canary.as_ref().map(|c| c.name.clone());
+            if name(&config) != name(&current.config) {
+                return Err(format!(
+                    "canary.name changed from {:?} to {:?}: restart the proxy to start a new canary",
+                    name(&current.config),
+                    name(&config)
+                ));
+            }
             let settings = recorder_settings(&config).map_err(|e| e.to_string())?;
             let next = build_generation(
                 Arc::new(config),

@@ -249,3 +249,40 @@ async fn users_of_a_dead_canary_are_answered_by_production() {
     assert_eq!(prod_seen.live.load(Ordering::SeqCst), 200);
     p.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_reload_keeps_the_share_and_refuses_a_new_canary() {
+    let (prod, _) = upstream("production").await;
+    let (canary, _) = upstream("canary").await;
+    let p = proxy(prod, canary, None).await;
+    let h = p.handle();
+    h.set_canary_share(live(25.0));
+    let text = |name: &str, listen: SocketAddr| {
+        format!(
+            "[listen]\naddress = \"{listen}\"\n\
+             [production]\nservers = [{{ url = \"http://{prod}\" }}]\ntimeout = \"2s\"\n\
+             [canary]\nname = \"{name}\"\nservers = [{{ url = \"http://{canary}\" }}]\n"
+        )
+    };
+    // The listen address must stay the same for a reload: the running one.
+    let listen = h.config().listen.address;
+    h.reload(Config::parse("test.toml", &text("v2", listen)).unwrap())
+        .unwrap();
+    assert_eq!(
+        h.canary_share(),
+        live(25.0),
+        "a reload keeps the stage's share"
+    );
+    let bodies = send(p.address, 400, None).await;
+    let on_canary = bodies.iter().filter(|b| *b == "canary").count();
+    assert!((95..=105).contains(&on_canary), "{on_canary} of 400 at 25%");
+    let e = h
+        .reload(Config::parse("test.toml", &text("v3", listen)).unwrap())
+        .unwrap_err();
+    assert!(
+        e.contains("canary.name changed") && e.contains("restart"),
+        "{e}"
+    );
+    assert_eq!(h.canary_name().as_deref(), Some("v2"));
+    p.shutdown().await;
+}
