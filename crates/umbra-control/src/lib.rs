@@ -4,7 +4,7 @@
 //! a network and wired by the binary wherever it fits:
 //!
 //! ```text
-//! per-server Observations ─► WeightController ─► Weights ─► WeightsExporter (HaproxyRuntime, NginxUpstreamFile)
+//! live and probe Observations ─► probes::combine ─► WeightController ─► Weights ─► WeightsExporter (HaproxyRuntime, NginxUpstreamFile)
 //!                                                         └► the proxy's own pool (Weights::rounded)
 //! load steps (StepResult) ─► CapacitySearch ─► Capacity (capacity_rps, the curve)
 //! (timestamp, rate) points ─► Forecaster ─► Forecast (peak over the horizon, recommended replicas)
@@ -16,6 +16,8 @@
 //! - [`export`]: the [`WeightsExporter`] trait and two exporters: HAProxy's runtime
 //!   API over its stats socket, and an nginx `upstream` block written atomically
 //!   with a reload hook.
+//! - [`probes`]: the shadow probes' settings, their per-interval tally, and
+//!   [`probes::combine`], which blends probe and live observations per profile.
 //! - [`capacity`]: the stepped search for the highest rate that keeps an SLO
 //!   (steps up, then bisection between the last good and the first bad step).
 //! - [`forecast`]: demand from a request-rate series with Holt-Winters (daily
@@ -32,12 +34,17 @@ mod duration;
 pub mod error;
 pub mod export;
 pub mod forecast;
+pub mod probes;
 pub mod weights;
 
 pub use capacity::{Capacity, CapacityPoint, CapacitySearch, SearchConfig, StepResult};
 pub use error::Error;
-pub use export::{ExportError, HaproxyRuntime, HaproxySocket, NginxUpstreamFile, WeightsExporter};
+pub use export::{
+    ExportConfig, ExportError, ExportKind, HaproxyRuntime, HaproxySocket, NginxUpstreamFile,
+    WeightsExporter,
+};
 pub use forecast::{Forecast, ForecastConfig, ForecastMethod, Forecaster};
+pub use probes::{ProbeConfig, ProbeTally};
 pub use weights::{
     Observation, ProfileLatency, ServerState, ServerWeight, WeightConfig, WeightController, Weights,
 };
