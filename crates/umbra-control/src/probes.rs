@@ -354,7 +354,11 @@ mod tests {
             Observation::new("a", 20, 0)
                 .profile("p", 18, 10.0)
                 .profile("probe-only", 2, 7.0);
-        let got = &combine(&[live.clone()], &[probe.clone()], 0.25)[0];
+        let got = &combine(
+            std::slice::from_ref(&live),
+            std::slice::from_ref(&probe),
+            0.25,
+        )[0];
         assert_eq!(got.requests, 120);
         // Error rate 0.25 × 0 + 0.75 × 0.1 = 0.075 of 120 requests: 9.
         assert_eq!(got.errors, 9);
@@ -373,7 +377,11 @@ mod tests {
 
         // The ends: 1 is probes only, 0 live only (the other source's requests
         // do not count towards min_samples either).
-        let only_probes = &combine(&[live.clone()], &[probe.clone()], 1.0)[0];
+        let only_probes = &combine(
+            std::slice::from_ref(&live),
+            std::slice::from_ref(&probe),
+            1.0,
+        )[0];
         assert_eq!((only_probes.requests, only_probes.errors), (20, 0));
         assert!((mean(only_probes, "p") - 10.0).abs() < 1e-9);
         assert!(

@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics`, `/api/stats`, `/healthz`, `/readyz`,
-//! `/api/weights` to read or set production weights at run time, and the
+//! `/api/weights` to read or set production weights at run time (with the
+//! weights loop's latest weights, probes and exporters in `/api/stats`), and the
 //! analysis: `/api/alerts` and `/api/analysis`; the dashboard at `/` (see
 //! `dashboard.rs`). It has its own port so that
 //! scrapes and operators never queue behind client traffic.
@@ -18,6 +19,7 @@ use umbra_analysis::alert::AlertState;
 use umbra_proxy::ProxyHandle;
 
 use crate::analysis::AnalysisHandle;
+use crate::control::ControlHandle;
 use crate::dashboard;
 
 /// What the admin handlers read.
@@ -26,6 +28,8 @@ pub struct AdminState {
     pub proxy: ProxyHandle,
     /// `None` when `[analysis] enabled = false`.
     pub analysis: Option<AnalysisHandle>,
+    /// The weights loop (`[control.weights]`): probes, exporters, latest weights.
+    pub control: Option<ControlHandle>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -69,6 +73,9 @@ async fn metrics(State(s): State<AdminState>, headers: axum::http::HeaderMap) ->
     if let Some(a) = &s.analysis {
         text.push_str(&a.metrics(openmetrics));
     }
+    if let Some(c) = &s.control {
+        text.push_str(&c.metrics(openmetrics));
+    }
     let content_type = if openmetrics {
         text.push_str("# EOF\n");
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -78,8 +85,16 @@ async fn metrics(State(s): State<AdminState>, headers: axum::http::HeaderMap) ->
     ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
+/// The proxy's stats, with the weights loop's `weights`, `probes` and
+/// `exporters` when `[control.weights]` is on.
 async fn stats(State(s): State<AdminState>) -> Json<serde_json::Value> {
-    Json(s.proxy.stats())
+    let mut stats = s.proxy.stats();
+    if let (Some(c), Some(map)) = (&s.control, stats.as_object_mut())
+        && let serde_json::Value::Object(control) = c.json()
+    {
+        map.extend(control);
+    }
+    Json(stats)
 }
 
 #[derive(serde::Deserialize)]

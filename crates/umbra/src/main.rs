@@ -9,6 +9,7 @@ mod cmd;
 mod control;
 mod dashboard;
 mod duration;
+mod probes;
 
 use std::process::ExitCode;
 

@@ -349,6 +349,10 @@ async fn live(
     };
     let analysis = Analysis::start(&sections)?.context("the analysis is on")?;
     let proxy = Proxy::start_observed(config, Some(analysis.feed(None))).await?;
+    let control = crate::control::Control::start(
+        sections.control.weights.clone().unwrap_or_default(),
+        proxy.handle(),
+    )?;
     let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let admin_address = admin_listener.local_addr()?;
     let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
@@ -357,6 +361,7 @@ async fn live(
         admin::AdminState {
             proxy: proxy.handle(),
             analysis: Some(analysis.handle()),
+            control: Some(control.handle()),
         },
         admin_stopped,
     ));
@@ -373,9 +378,7 @@ async fn live(
     let (weights_stop, weights_stopped) = tokio::sync::watch::channel(false);
     let weights_task = {
         let started = Instant::now();
-        tokio::spawn(crate::control::run_weights(
-            sections.control.weights.clone().unwrap_or_default(),
-            proxy.handle(),
+        tokio::spawn(control.run(
             analysis.store(),
             weights_stopped,
             move |c: &crate::control::Change| {
