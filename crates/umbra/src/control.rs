@@ -11,7 +11,8 @@
 //! its own I/O by its timeout, one export per exporter runs at a time (a step
 //! that finds the previous one still running counts a failure and leaves it),
 //! and an exporter whose last export failed or is behind is tried again the
-//! next interval. A failure is logged and counted, and changes nothing else.
+//! next interval. A failure is counted and logged (once while the same error
+//! repeats, and again when the exporter recovers), and changes nothing else.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -120,10 +121,29 @@ struct ExportState {
 }
 
 impl ExportState {
+    /// Counts a failure; logs it when it differs from the last one, so a
+    /// balancer that stays down says so once, not every interval.
     fn failed(&self, name: &str, why: String) {
         self.failures.fetch_add(1, Ordering::Relaxed);
-        eprintln!("umbra: weights export to {name}: {why}");
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        if last.as_deref() != Some(why.as_str()) {
+            eprintln!("umbra: weights export to {name}: {why}");
+        }
+        *last = Some(why);
+    }
+
+    fn succeeded(&self, name: &str, rounded: Rounded) {
+        self.ok.fetch_add(1, Ordering::Relaxed);
+        *self.exported.lock().unwrap_or_else(|p| p.into_inner()) = Some(rounded);
+        if self
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .is_some()
+        {
+            eprintln!("umbra: weights export to {name}: working again");
+        }
     }
 
     fn exported(&self) -> Option<Rounded> {
@@ -157,11 +177,7 @@ impl Exporter {
                 .unwrap_or_else(|p| p.into_inner())
                 .export(&weights);
             match result {
-                Ok(()) => {
-                    state.ok.fetch_add(1, Ordering::Relaxed);
-                    *state.exported.lock().unwrap_or_else(|p| p.into_inner()) = Some(rounded);
-                    *state.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                }
+                Ok(()) => state.succeeded(&name, rounded),
                 Err(e) => state.failed(&name, e.to_string()),
             }
             state.busy.store(false, Ordering::Release);
