@@ -7,7 +7,8 @@ pub enum Error {
     /// A configuration value out of range; `key` is its name in the TOML section.
     #[error("{section}.{key} = {value}: {reason}")]
     Config {
-        section: &'static str,
+        /// The TOML section, like `control.weights` or `control.weights.export[1]`.
+        section: std::borrow::Cow<'static, str>,
         key: &'static str,
         value: String,
         reason: String,
@@ -44,13 +45,13 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn config(
-        section: &'static str,
+        section: impl Into<std::borrow::Cow<'static, str>>,
         key: &'static str,
         value: impl std::fmt::Display,
         reason: impl Into<String>,
     ) -> Error {
         Error::Config {
-            section,
+            section: section.into(),
             key,
             value: value.to_string(),
             reason: reason.into(),

@@ -5,14 +5,18 @@
 //! - [`NginxUpstreamFile`]: an nginx `upstream` block written atomically to a
 //!   file the nginx configuration includes, then a reload command.
 //!
+//! [`ExportConfig`] is the `[[control.weights.export]]` table that builds either.
+//!
 //! Both take whole weights from [`Weights::rounded`]: they add up to 100, an
 //! ejected server gets 0 (HAProxy: no new traffic; nginx: `down`).
 
+mod config;
 mod haproxy;
 mod nginx;
 
 use std::path::PathBuf;
 
+pub use config::{ExportConfig, ExportKind};
 pub use haproxy::{HaproxyRuntime, HaproxyServer, HaproxySocket};
 pub use nginx::NginxUpstreamFile;
 

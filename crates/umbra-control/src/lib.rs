@@ -4,7 +4,7 @@
 //! a network and wired by the binary wherever it fits:
 //!
 //! ```text
-//! per-server Observations ─► WeightController ─► Weights ─► WeightsExporter (HaproxyRuntime, NginxUpstreamFile)
+//! live and probe Observations ─► probes::combine ─► WeightController ─► Weights ─► WeightsExporter (HaproxyRuntime, NginxUpstreamFile)
 //!                                                         └► the proxy's own pool (Weights::rounded)
 //! closed analysis Windows ─► Canary (observe) ─► Share (mirror, percent) ─► the proxy's canary split
 //!                                   └► Decision (pass, hold, roll back) ─► CanaryState (stored)
@@ -23,6 +23,8 @@
 //!   analysis crate's rank and tail tests, in Kayenta's manner (metric
 //!   Pass/Marginal/Fail, a score, holds), with an early failure check and
 //!   operator overrides; a pure state machine whose state is serde.
+//! - [`probes`]: the shadow probes' settings, their per-interval tally, and
+//!   [`probes::combine`], which blends probe and live observations per profile.
 //! - [`capacity`]: the stepped search for the highest rate that keeps an SLO
 //!   (steps up, then bisection between the last good and the first bad step).
 //! - [`forecast`]: demand from a request-rate series with Holt-Winters (daily
@@ -41,6 +43,7 @@ mod duration;
 pub mod error;
 pub mod export;
 pub mod forecast;
+pub mod probes;
 pub mod weights;
 
 pub use canary::{
@@ -49,8 +52,12 @@ pub use canary::{
 };
 pub use capacity::{Capacity, CapacityPoint, CapacitySearch, SearchConfig, StepResult};
 pub use error::Error;
-pub use export::{ExportError, HaproxyRuntime, HaproxySocket, NginxUpstreamFile, WeightsExporter};
+pub use export::{
+    ExportConfig, ExportError, ExportKind, HaproxyRuntime, HaproxySocket, NginxUpstreamFile,
+    WeightsExporter,
+};
 pub use forecast::{Forecast, ForecastConfig, ForecastMethod, Forecaster};
+pub use probes::{ProbeConfig, ProbeTally};
 pub use weights::{
     Observation, ProfileLatency, ServerState, ServerWeight, WeightConfig, WeightController, Weights,
 };

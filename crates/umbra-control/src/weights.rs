@@ -38,6 +38,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::export::ExportConfig;
+use crate::probes::ProbeConfig;
 
 /// The `[control.weights]` settings (TOML; every key optional).
 ///
@@ -52,6 +54,12 @@ use crate::error::Error;
 /// cpu_weight = 1.0         # exponent on CPU headroom; 0 ignores CPU
 /// [control.weights.mix]    # profile → weight for "latency at the mix"; empty: the interval's own mix
 /// p-1a2b3c4d = 0.7
+/// [control.weights.probes] # shadow probes (crate::probes::ProbeConfig); off without the table
+/// rate = 2.0
+/// [[control.weights.export]] # exporters to other balancers (crate::ExportConfig)
+/// kind = "nginx"
+/// file = "/etc/nginx/conf.d/umbra-upstream.conf"
+/// upstream = "app"
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -85,6 +93,15 @@ pub struct WeightConfig {
     /// Profile mix for "latency at the mix", by profile id: relative weights.
     /// Empty (the default): the mix of all servers' requests in the interval.
     pub mix: BTreeMap<String, f64>,
+    /// `[control.weights.probes]`: synthetic requests sent to every server and
+    /// blended with live measurements ([`crate::probes`]). None: live only.
+    /// The controller itself does not read it; the caller runs the probes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probes: Option<ProbeConfig>,
+    /// `[[control.weights.export]]`: balancers the weights are pushed to after
+    /// each change, besides the caller's own. The controller does not read it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub export: Vec<ExportConfig>,
 }
 
 impl Default for WeightConfig {
@@ -99,6 +116,8 @@ impl Default for WeightConfig {
             eject_intervals: 3,
             cpu_weight: 1.0,
             mix: BTreeMap::new(),
+            probes: None,
+            export: Vec::new(),
         }
     }
 }
@@ -167,6 +186,12 @@ impl WeightConfig {
                 "(all zero)",
                 "at least one profile needs a weight above 0",
             ));
+        }
+        if let Some(p) = &self.probes {
+            p.validate()?;
+        }
+        for (i, e) in self.export.iter().enumerate() {
+            e.validate(i)?;
         }
         Ok(())
     }

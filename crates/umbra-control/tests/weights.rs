@@ -77,6 +77,42 @@ fn the_config_reads_from_toml_and_rejects_unknown_keys() {
     assert!(e.starts_with("control.weights.floor = 120"), "{e}");
 }
 
+#[test]
+fn probes_and_exporters_read_from_the_weights_table() {
+    let c: WeightConfig = toml::from_str(
+        "interval = \"5s\"\n\
+         [probes]\nrate = 1.5\nprobe_weight = 0.8\n\
+         [[export]]\nkind = \"haproxy\"\nsocket = \"unix:/run/haproxy/admin.sock\"\nbackend = \"app\"\n\
+         [[export]]\nkind = \"nginx\"\nfile = \"/etc/nginx/u.conf\"\nupstream = \"app\"\n\
+         reload = [\"nginx\", \"-s\", \"reload\"]\n",
+    )
+    .unwrap();
+    c.validate().unwrap();
+    let probes = c.probes.as_ref().unwrap();
+    assert_eq!((probes.rate, probes.probe_weight), (1.5, 0.8));
+    assert_eq!(probes.methods, ["GET", "HEAD"], "safe methods by default");
+    assert_eq!(c.export.len(), 2);
+    assert!(
+        WeightConfig::default().probes.is_none(),
+        "probes are off by default"
+    );
+    // A bad value deep inside still names its table and key.
+    let bad: WeightConfig =
+        toml::from_str("[[export]]\nkind = \"nginx\"\nupstream = \"app\"\n").unwrap();
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(
+        e.starts_with("control.weights.export[0].file = (missing)"),
+        "{e}"
+    );
+    let bad: WeightConfig = toml::from_str("[probes]\nrate = -1\n").unwrap();
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(e.starts_with("control.weights.probes.rate = -1"), "{e}");
+    let e = toml::from_str::<WeightConfig>("[probes]\nrates = 1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown field `rates`"), "{e}");
+}
+
 /// One server's interval: requests, errors, latency (ms), CPU or none.
 fn server_interval() -> impl Strategy<Value = (u64, u64, f64, Option<f64>)> {
     (

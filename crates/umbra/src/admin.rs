@@ -1,7 +1,9 @@
 //! The admin listener: `/metrics`, `/api/stats`, `/healthz`, `/readyz`,
-//! `/api/weights` to read or set production weights at run time, the
+//! `/api/weights` to read or set production weights at run time (with the
+//! weights loop's latest weights, probes and exporters in `/api/stats`), the
 //! analysis: `/api/alerts` and `/api/analysis`, the replica advice:
-//! `/api/capacity`; the dashboard at `/` (see `dashboard.rs`). It has its own port so that
+//! `/api/capacity`, the canary: `/api/canary`; the dashboard at `/` (see
+//! `dashboard.rs`). It has its own port so that
 //! scrapes and operators never queue behind client traffic.
 
 use std::collections::BTreeMap;
@@ -22,6 +24,7 @@ use umbra_proxy::ProxyHandle;
 
 use crate::analysis::AnalysisHandle;
 use crate::canary::CanaryControl;
+use crate::control::ControlHandle;
 use crate::dashboard;
 use crate::scaling::ScalingHandle;
 
@@ -35,6 +38,8 @@ pub struct AdminState {
     pub canary: Option<Arc<CanaryControl>>,
     /// `None` without `[control.replicas]`.
     pub scaling: Option<ScalingHandle>,
+    /// The weights loop (`[control.weights]`): probes, exporters, latest weights.
+    pub control: Option<ControlHandle>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -84,6 +89,9 @@ async fn metrics(State(s): State<AdminState>, headers: axum::http::HeaderMap) ->
     if let Some(r) = &s.scaling {
         text.push_str(&r.metrics(openmetrics));
     }
+    if let Some(c) = &s.control {
+        text.push_str(&c.metrics(openmetrics));
+    }
     let content_type = if openmetrics {
         text.push_str("# EOF\n");
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -93,8 +101,16 @@ async fn metrics(State(s): State<AdminState>, headers: axum::http::HeaderMap) ->
     ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
+/// The proxy's stats, with the weights loop's `weights`, `probes` and
+/// `exporters` when `[control.weights]` is on.
 async fn stats(State(s): State<AdminState>) -> Json<serde_json::Value> {
-    Json(s.proxy.stats())
+    let mut stats = s.proxy.stats();
+    if let (Some(c), Some(map)) = (&s.control, stats.as_object_mut())
+        && let serde_json::Value::Object(control) = c.json()
+    {
+        map.extend(control);
+    }
+    Json(stats)
 }
 
 #[derive(serde::Deserialize)]

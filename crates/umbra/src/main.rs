@@ -10,6 +10,7 @@ mod cmd;
 mod control;
 mod dashboard;
 mod duration;
+mod probes;
 mod scaling;
 
 use std::process::ExitCode;

@@ -387,6 +387,10 @@ async fn live(
         }),
     )?;
     analysis.handle().set_canary(canary_control.clone());
+    let control = crate::control::Control::start(
+        sections.control.weights.clone().unwrap_or_default(),
+        proxy.handle(),
+    )?;
     let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let admin_address = admin_listener.local_addr()?;
     let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
@@ -397,6 +401,7 @@ async fn live(
             proxy: proxy.handle(),
             analysis: Some(analysis.handle()),
             scaling: None,
+            control: Some(control.handle()),
         },
         admin_stopped,
     ));
@@ -415,9 +420,7 @@ async fn live(
     );
     let (weights_stop, weights_stopped) = tokio::sync::watch::channel(false);
     let weights_task = {
-        tokio::spawn(crate::control::run_weights(
-            sections.control.weights.clone().unwrap_or_default(),
-            proxy.handle(),
+        tokio::spawn(control.run(
             analysis.store(),
             weights_stopped,
             move |c: &crate::control::Change| {

@@ -33,6 +33,13 @@ use crate::canary::CanaryControl;
 /// publishes the recommended replicas (`umbra_recommended_replicas` on
 /// /metrics, `/api/capacity`, and a webhook when the advice changes).
 ///
+/// With `[control.weights]`, production weights follow each server's measured
+/// latency at the profile mix and error rate, from live traffic and, with
+/// `[control.weights.probes]`, from shadow probes (the same profile-shaped GET
+/// and HEAD requests sent to every server at a low rate, marked
+/// `x-umbra-probe: 1`); `[[control.weights.export]]` pushes them to HAProxy's
+/// runtime API or an nginx upstream file.
+///
 /// SIGHUP reloads the config file without dropping connections; SIGTERM or
 /// Ctrl-C stops accepting and drains requests in flight (up to
 /// `listen.drain_timeout`).
@@ -117,6 +124,11 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.store {
         sections.store = Some(StoreSection::at(path.clone()));
     }
+    // Probes need the proxy's profile set: refuse before anything starts.
+    sections
+        .control
+        .check(&config)
+        .map_err(|e| anyhow::anyhow!("{}: {e:#}", source_name(&args)))?;
     if args.config.is_some() {
         // Flags that make sense beside a file override it.
         if let Some(a) = args.admin {
@@ -168,19 +180,13 @@ async fn serve(config: Config, sections: Sections, source: ConfigSource) -> anyh
         }
         (None, _) => None,
     };
+    let control = sections
+        .control
+        .weights
+        .clone()
+        .map(|w| crate::control::Control::start(w, handle.clone()))
+        .transpose()?;
     let (control_stop, control_stopped) = tokio::sync::watch::channel(false);
-    let weights_task = sections.control.weights.clone().map(|w| {
-        tokio::spawn(crate::control::run_weights(
-            w,
-            handle.clone(),
-            store.clone(),
-            control_stopped.clone(),
-            |c: &crate::control::Change| {
-                let w: Vec<String> = c.weights.iter().map(|(s, w)| format!("{s}={w}")).collect();
-                eprintln!("umbra: weights {}", w.join(" "));
-            },
-        ))
-    });
     let scaling = sections.control.replicas.clone().map(|r| {
         eprintln!("umbra: {}", r.note());
         crate::scaling::ScalingHandle::new(r)
@@ -216,7 +222,18 @@ async fn serve(config: Config, sections: Sections, source: ConfigSource) -> anyh
         analysis: analysis.as_ref().map(Analysis::handle),
         canary,
         scaling,
+        control: control.as_ref().map(crate::control::Control::handle),
     };
+    let weights_task = control.map(|c| {
+        tokio::spawn(c.run(
+            store.clone(),
+            control_stopped,
+            |c: &crate::control::Change| {
+                let w: Vec<String> = c.weights.iter().map(|(s, w)| format!("{s}={w}")).collect();
+                eprintln!("umbra: weights (interval {}) {}", c.interval, w.join(" "));
+            },
+        ))
+    });
     let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
     let admin_task = match admin_address {
         Some(address) => {
@@ -314,9 +331,23 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
     let sections = Sections::load(&args.config)?;
     notes.extend(sections.notes());
+    notes.extend(
+        sections
+            .control
+            .check(&config)
+            .map_err(|e| anyhow::anyhow!("{}: {e:#}", args.config.display()))?,
+    );
     println!("{}: OK", args.config.display());
     for n in notes {
         println!("  {n}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The config file's name for messages, or "the command line".
+fn source_name(args: &ProxyArgs) -> String {
+    args.config.as_ref().map_or_else(
+        || "the command line".to_string(),
+        |p| p.display().to_string(),
+    )
 }
