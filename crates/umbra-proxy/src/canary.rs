@@ -173,7 +173,10 @@ mod tests {
                 assert_eq!(s.routes(&key, &headers(u)), *on);
             }
             for (b, n) in before.iter().zip(&now) {
-                assert!(!b || *n, "a user left the canary when it grew to {percent}%");
+                assert!(
+                    !b || *n,
+                    "a user left the canary when it grew to {percent}%"
+                );
             }
             let share = now.iter().filter(|x| **x).count() as f64 / users.len() as f64;
             assert!(

@@ -134,7 +134,10 @@ async fn the_canary_answers_its_share_and_nothing_before_it_is_given_one() {
     let bodies = send(p.address, 4000, None).await;
     let on_canary = bodies.iter().filter(|b| *b == "canary").count();
     // The Weyl sequence holds the share to within a request or two.
-    assert!((195..=205).contains(&on_canary), "{on_canary} of 4000 at 5%");
+    assert!(
+        (195..=205).contains(&on_canary),
+        "{on_canary} of 4000 at 5%"
+    );
     assert_eq!(canary_seen.live.load(Ordering::SeqCst), on_canary);
     assert_eq!(prod_seen.copies.load(Ordering::SeqCst), 0);
 
@@ -160,7 +163,10 @@ async fn the_canary_answers_its_share_and_nothing_before_it_is_given_one() {
             .sum();
     }
     assert_eq!(measured, on_canary as u64);
-    assert!(h.metrics().contains("umbra_canary_live_percent{canary=\"v2\"} 5"));
+    assert!(
+        h.metrics()
+            .contains("umbra_canary_live_percent{canary=\"v2\"} 5")
+    );
 
     h.set_canary_share(live(0.0));
     let bodies = send(p.address, 300, None).await;
@@ -190,7 +196,10 @@ async fn a_user_stays_on_one_side_and_keeps_the_canary_as_it_grows() {
             }
         }
         for u in &on_canary_before {
-            assert!(on_canary.contains(u), "user {u} left the canary at {percent}%");
+            assert!(
+                on_canary.contains(u),
+                "user {u} left the canary at {percent}%"
+            );
         }
         let share = on_canary.len() as f64 / 2.0;
         assert!(
