@@ -630,11 +630,28 @@ impl ProxyHandle {
     }
 }
 
+/// `[tracing]` resolved with the `OTEL_*` variables.
+fn trace_config(config: &Config) -> Result<umbra_trace::TraceConfig, StartError> {
+    umbra_trace::TraceConfig::from_env_and(config.tracing.as_ref())
+        .map_err(|e| StartError::Config(format!("tracing: {e}")))
+}
+
 /// The tracer from `[tracing]` and the `OTEL_*` variables (disabled when neither asks for it).
 fn build_tracer(config: &Config) -> Result<umbra_trace::Tracer, StartError> {
-    let cfg = umbra_trace::TraceConfig::from_env_and(config.tracing.as_ref())
-        .map_err(|e| StartError::Config(format!("tracing: {e}")))?;
+    let cfg = trace_config(config)?;
     umbra_trace::Tracer::new(&cfg).map_err(|e| StartError::Config(format!("tracing: {e}")))
+}
+
+/// The trace viewer link template the proxy's tracer uses (`[tracing]
+/// link_template`, after the `OTEL_*` resolution), or `None` when tracing is
+/// off or no template is set: for the alert sinks, which link the traces the
+/// tracer exports and must not name any other.
+pub fn trace_link_template(config: &Config) -> Result<Option<String>, StartError> {
+    let cfg = trace_config(config)?;
+    Ok(cfg
+        .link_template
+        .filter(|_| cfg.enabled)
+        .map(|t| t.as_str().to_string()))
 }
 
 fn tracing_summary(config: &Config) -> String {

@@ -346,6 +346,7 @@ async fn live(
                 ..WeightConfig::default()
             }),
         },
+        trace_link_template: None,
     };
     let analysis = Analysis::start(&sections)?.context("the analysis is on")?;
     let proxy = Proxy::start_observed(config, Some(analysis.feed(None))).await?;

@@ -113,6 +113,8 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.store {
         sections.store = Some(StoreSection::at(path.clone()));
     }
+    // Alerts link their example traces the way the tracer's own links do.
+    sections.trace_link_template = umbra_proxy::trace_link_template(&config)?;
     if args.config.is_some() {
         // Flags that make sense beside a file override it.
         if let Some(a) = args.admin {
