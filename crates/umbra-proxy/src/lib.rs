@@ -401,6 +401,22 @@ impl ProxyHandle {
                     n as f64,
                 );
             }
+            let (waiting, evicted) = {
+                let st = s.stats.lock().unwrap_or_else(|p| p.into_inner());
+                (st.linked_waiting, st.linked_evicted)
+            };
+            out.family(
+                "umbra_trace_twins_waiting",
+                "gauge",
+                "Spans of mirrored requests held until a twin is kept by a tail rule (slow or failed), so the two are exported together.",
+            );
+            out.sample("umbra_trace_twins_waiting", &[], waiting as f64);
+            out.family(
+                "umbra_trace_twins_forgotten_total",
+                "counter",
+                "Mirrored requests whose held spans were forgotten to bound memory; a twin kept later is exported without them.",
+            );
+            out.sample("umbra_trace_twins_forgotten_total", &[], evicted as f64);
         }
         let g = s.generation.load();
         let servers: Vec<_> = g.pool.endpoints.iter().collect();
