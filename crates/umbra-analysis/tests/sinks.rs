@@ -16,7 +16,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
-use umbra_analysis::alert::sink::{Dispatcher, DispatcherConfig, SinkConfig};
+use umbra_analysis::alert::sink::{Dispatcher, DispatcherConfig, Sink, SinkConfig, SinkError};
 use umbra_analysis::alert::{AlertConfig, AlertEvent, AlertManager, EventKind};
 use umbra_analysis::baseline::Metric;
 use umbra_analysis::verdict::{Basis, Evaluation, Status, Threshold, Verdict};
@@ -317,6 +317,7 @@ async fn a_full_queue_drops_and_counts() {
         queue: 1,
         timeout_ms: 60_000,
         log_failures: false,
+        trace_link_template: None,
     };
     let d = Dispatcher::spawn(config).unwrap();
     let batch = lifecycle().remove(0);
@@ -328,4 +329,162 @@ async fn a_full_queue_drops_and_counts() {
     }
     assert!(refused >= 8, "{refused}");
     assert_eq!(d.stats()[0].dropped, refused);
+}
+
+/// With the tracer's link template, every sink carries viewer links to the
+/// alert's example traces: Alertmanager as string annotations (the first link,
+/// and all of them), Slack as clickable links, the webhook as a `links` array.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_link_their_example_traces() {
+    let (url, seen) = server(200, Duration::ZERO).await;
+    let sinks = vec![
+        SinkConfig::Webhook {
+            url: format!("{url}/hook"),
+            headers: BTreeMap::new(),
+        },
+        SinkConfig::Slack {
+            url: format!("{url}/slack"),
+        },
+        SinkConfig::Alertmanager {
+            url: url.clone(),
+            labels: BTreeMap::new(),
+            generator_url: None,
+        },
+    ];
+    let d = Dispatcher::spawn(DispatcherConfig {
+        sinks,
+        trace_link_template: Some(
+            "http://jaeger:16686/trace/{trace_id}?uiFind={span_id}&x=<1>|".into(),
+        ),
+        ..DispatcherConfig::default()
+    })
+    .unwrap();
+    let (a, b) = (
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "00000000000000000000000000000abc",
+    );
+    let mut batches = lifecycle();
+    for batch in &mut batches {
+        for e in batch {
+            e.alert.verdict.trace_ids = vec![a.parse().unwrap(), b.parse().unwrap()];
+        }
+    }
+    for batch in batches {
+        assert!(d.send(batch));
+    }
+    wait_for(&seen, 7).await;
+    d.close().await;
+    let seen = seen.lock().unwrap().clone();
+    let at = |p: &str| -> Vec<Value> {
+        seen.iter()
+            .filter(|(path, _)| path == p)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let link = |id: &str| format!("http://jaeger:16686/trace/{id}?uiFind=&x=<1>|");
+
+    let am = at("/api/v2/alerts");
+    assert_eq!(am.len(), 3, "firing, repeat, resolved");
+    for sent in &am {
+        let ann = &sent[0]["annotations"];
+        assert_eq!(ann["trace_url"], link(a), "{ann:#}");
+        assert_eq!(
+            ann["trace_urls"],
+            format!("{} {}", link(a), link(b)),
+            "{ann:#}"
+        );
+        assert_eq!(ann["trace_ids"], format!("{a},{b}"), "{ann:#}");
+    }
+
+    let hooks = at("/hook");
+    assert_eq!(hooks.len(), 2);
+    for h in &hooks {
+        let alert = &h["events"][0]["alert"];
+        assert_eq!(
+            alert["links"],
+            serde_json::json!([link(a), link(b)]),
+            "{h:#}"
+        );
+        assert_eq!(alert["verdict"]["trace_ids"][0], a, "{h:#}");
+    }
+
+    // Slack: `<url|label>`, with Slack's control characters as entities and a
+    // `|` (which would end the URL) percent-encoded; a resolution has no links.
+    let slack = at("/slack");
+    assert_eq!(slack.len(), 2);
+    let text = slack[0]["text"].as_str().unwrap();
+    let slack_url = |id: &str| format!("http://jaeger:16686/trace/{id}?uiFind=&amp;x=&lt;1&gt;%7C");
+    assert!(
+        text.contains(&format!(
+            "\ntraces: <{}|4bf92f35> · <{}|00000000>",
+            slack_url(a),
+            slack_url(b)
+        )),
+        "{text}"
+    );
+    let resolved = slack[1]["text"].as_str().unwrap();
+    assert!(
+        resolved.contains("resolved") && !resolved.contains("traces:"),
+        "{resolved}"
+    );
+}
+
+/// Without a template nothing changes but an empty `links` for the webhook;
+/// a template that names no trace is refused.
+#[test]
+fn no_template_no_links_and_a_template_must_name_the_trace() {
+    let events = lifecycle().remove(0);
+    let am = Sink::new(&SinkConfig::Alertmanager {
+        url: "http://127.0.0.1:9093".into(),
+        labels: BTreeMap::new(),
+        generator_url: None,
+    })
+    .unwrap();
+    let v = am.payload(&events).unwrap();
+    let ann = v[0]["annotations"].as_object().unwrap();
+    assert!(
+        !ann.contains_key("trace_url") && !ann.contains_key("trace_urls"),
+        "{ann:?}"
+    );
+    assert_eq!(ann["trace_ids"], "4bf92f3577b34da6a3ce929d0e0e4736");
+
+    let hook = Sink::new(&SinkConfig::Webhook {
+        url: "http://127.0.0.1:1/hook".into(),
+        headers: BTreeMap::new(),
+    })
+    .unwrap();
+    assert_eq!(
+        hook.payload(&events).unwrap()["events"][0]["alert"]["links"],
+        serde_json::json!([])
+    );
+    let slack = Sink::new(&SinkConfig::Slack {
+        url: "http://127.0.0.1:1/slack".into(),
+    })
+    .unwrap();
+    let text = slack.payload(&events).unwrap()["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!text.contains("traces:"), "{text}");
+
+    // A firing alert with no example traces has no link annotations either.
+    let am = am
+        .with_trace_links("http://jaeger/trace/{trace_id}")
+        .unwrap();
+    let mut quiet = events.clone();
+    quiet[0].alert.verdict.trace_ids.clear();
+    let ann = am.payload(&quiet).unwrap()[0]["annotations"].clone();
+    assert!(ann.get("trace_url").is_none(), "{ann:#}");
+    assert_eq!(
+        am.payload(&events).unwrap()[0]["annotations"]["trace_url"],
+        "http://jaeger/trace/4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+
+    let e = Dispatcher::spawn(DispatcherConfig {
+        trace_link_template: Some("http://jaeger/trace/".into()),
+        ..DispatcherConfig::default()
+    })
+    .unwrap_err();
+    assert!(matches!(e, SinkError::InvalidLinkTemplate { .. }), "{e}");
+    assert!(e.to_string().contains("no {trace_id}"), "{e}");
 }

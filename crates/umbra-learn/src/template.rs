@@ -328,8 +328,21 @@ impl Templater {
     /// Finds the template of a concrete path. A path the trie does not know
     /// gets `None`; use [`Templater::pattern_template`] for a fallback.
     pub fn template_of<'a>(&self, path: &'a str) -> Option<Match<'a>> {
-        let mut node = 0usize;
         let mut values = Vec::new();
+        self.walk(path, |v| values.push(v))
+            .map(|template| Match { template, values })
+    }
+
+    /// The template index of a concrete path, like [`Templater::template_of`]
+    /// without collecting the placeholders' values: no allocation.
+    pub fn template_index(&self, path: &str) -> Option<u32> {
+        self.walk(path, |_| {})
+    }
+
+    /// Walks the trie along `path`, handing each segment a placeholder
+    /// matched to `value`; the template index where the path ends.
+    fn walk<'a>(&self, path: &'a str, mut value: impl FnMut(&'a str)) -> Option<u32> {
+        let mut node = 0usize;
         for seg in segments(path) {
             let n = &self.nodes[node];
             if let Some(&c) = n.literals.get(seg) {
@@ -337,11 +350,9 @@ impl Templater {
                 continue;
             }
             node = self.placeholder_child(node, seg)?;
-            values.push(seg);
+            value(seg);
         }
-        self.nodes[node]
-            .template
-            .map(|template| Match { template, values })
+        self.nodes[node].template
     }
 
     /// The pattern-pass template of a path: what a path the trie has never seen
@@ -671,6 +682,9 @@ mod tests {
         assert_eq!(back.templates(), t.templates());
         let m = back.template_of("/u/9/p/anything").unwrap();
         assert_eq!(back.template(m.template), "/u/{id}/p/{slug}");
+        assert_eq!(m.values, ["9", "anything"]);
+        assert_eq!(back.template_index("/u/9/p/anything"), Some(m.template));
+        assert_eq!(back.template_index("/u/9/q/anything"), None);
     }
 
     #[test]

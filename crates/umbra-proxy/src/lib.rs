@@ -425,6 +425,22 @@ impl ProxyHandle {
                     n as f64,
                 );
             }
+            let (waiting, evicted) = {
+                let st = s.stats.lock().unwrap_or_else(|p| p.into_inner());
+                (st.linked_waiting, st.linked_evicted)
+            };
+            out.family(
+                "umbra_trace_twins_waiting",
+                "gauge",
+                "Spans of mirrored requests held until a twin is kept by a tail rule (slow or failed), so the two are exported together.",
+            );
+            out.sample("umbra_trace_twins_waiting", &[], waiting as f64);
+            out.family(
+                "umbra_trace_twins_forgotten_total",
+                "counter",
+                "Mirrored requests whose held spans were forgotten to bound memory; a twin kept later is exported without them.",
+            );
+            out.sample("umbra_trace_twins_forgotten_total", &[], evicted as f64);
         }
         let g = s.generation.load();
         let servers: Vec<_> = g.pool.endpoints.iter().collect();
@@ -654,11 +670,28 @@ impl ProxyHandle {
     }
 }
 
+/// `[tracing]` resolved with the `OTEL_*` variables.
+fn trace_config(config: &Config) -> Result<umbra_trace::TraceConfig, StartError> {
+    umbra_trace::TraceConfig::from_env_and(config.tracing.as_ref())
+        .map_err(|e| StartError::Config(format!("tracing: {e}")))
+}
+
 /// The tracer from `[tracing]` and the `OTEL_*` variables (disabled when neither asks for it).
 fn build_tracer(config: &Config) -> Result<umbra_trace::Tracer, StartError> {
-    let cfg = umbra_trace::TraceConfig::from_env_and(config.tracing.as_ref())
-        .map_err(|e| StartError::Config(format!("tracing: {e}")))?;
+    let cfg = trace_config(config)?;
     umbra_trace::Tracer::new(&cfg).map_err(|e| StartError::Config(format!("tracing: {e}")))
+}
+
+/// The trace viewer link template the proxy's tracer uses (`[tracing]
+/// link_template`, after the `OTEL_*` resolution), or `None` when tracing is
+/// off or no template is set: for the alert sinks, which link the traces the
+/// tracer exports and must not name any other.
+pub fn trace_link_template(config: &Config) -> Result<Option<String>, StartError> {
+    let cfg = trace_config(config)?;
+    Ok(cfg
+        .link_template
+        .filter(|_| cfg.enabled)
+        .map(|t| t.as_str().to_string()))
 }
 
 fn tracing_summary(config: &Config) -> String {

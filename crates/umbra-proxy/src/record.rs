@@ -5,9 +5,12 @@
 //! operations, never a wait. One recorder thread does the rest: it classifies
 //! each exchange to its nearest profile, folds it into the (role, upstream,
 //! profile) series, pairs each shadow copy with its live twin to compare their
-//! statuses, writes the access log, and reloads the profiles when their file
-//! changes. If the channel is ever full the exchange is counted as lost, never
-//! waited for.
+//! statuses, writes the access log, builds the spans tracing keeps (with the
+//! request's route from the profiles, and a mirrored request's legs kept
+//! together: `linked.rs`), and reloads the profiles when their file changes. If
+//! the channel is ever full the exchange is counted as lost, never waited for.
+
+mod linked;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -21,9 +24,12 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue, Method, Uri, Version};
 use umbra_core::{ProfileSet, RequestRecord};
-use umbra_learn::classify::Classifier;
+use umbra_learn::classify::{Classifier, set_templater};
+use umbra_learn::template::Templater;
 use umbra_trace::span::keys;
-use umbra_trace::{SpanKind, SpanRecord, SpanStatus, TraceContext, Tracer};
+use umbra_trace::{Kept, SpanKind, SpanRecord, SpanStatus, TraceContext, Tracer};
+
+use self::linked::{Linker, Plan};
 
 use crate::access_log::LogFormat;
 use crate::log;
@@ -37,6 +43,9 @@ const POLL: Duration = Duration::from_millis(10);
 const TWIN_TTL: Duration = Duration::from_secs(120);
 /// Pending twins kept at most (memory bound when shadows drop everything).
 const MAX_PENDING_TWINS: usize = 500_000;
+/// Mirrored requests whose spans may still go out together (`linked.rs`); the
+/// oldest is forgotten first. A waiting leg is a few hundred bytes.
+const MAX_LINKED_GROUPS: usize = 65_536;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
@@ -200,6 +209,33 @@ struct LoadedProfiles {
     classifier: Classifier,
     ids: Vec<Arc<str>>,
     vocab: Vec<String>,
+    routes: Routes,
+}
+
+/// The profile set's path templates as `http.route` values: a path the set
+/// knows gets its template (`/api/items/{id}`), shared, so a span pays a
+/// reference count; a path it does not know gets none, rather than a guess
+/// that could carry a raw value into a low-cardinality attribute.
+struct Routes {
+    templater: Templater,
+    routes: Vec<Arc<str>>,
+}
+
+impl Routes {
+    fn new(templater: Templater) -> Routes {
+        let routes = templater
+            .templates()
+            .iter()
+            .map(|t| Arc::from(t.as_str()))
+            .collect();
+        Routes { templater, routes }
+    }
+
+    /// One walk of the template trie, no allocation.
+    fn of(&self, path: &str) -> Option<Arc<str>> {
+        let i = self.templater.template_index(path)?;
+        self.routes.get(i as usize).cloned()
+    }
 }
 
 struct OpenLog {
@@ -222,6 +258,8 @@ struct RecorderThread {
     line: String,
     observer: Option<Box<dyn Observer>>,
     tracer: Tracer,
+    /// Spans of mirrored requests waiting for a twin a tail rule keeps.
+    linker: Linker<Leg>,
 }
 
 const ALL: &str = "all";
@@ -246,6 +284,7 @@ impl RecorderThread {
             line: String::new(),
             observer,
             tracer,
+            linker: Linker::new(MAX_LINKED_GROUPS),
         }
     }
 
@@ -311,6 +350,12 @@ impl RecorderThread {
             v.first()
                 .is_some_and(|(_, at)| now.duration_since(*at) < TWIN_TTL)
         });
+        self.linker.expire(now, TWIN_TTL);
+        if self.tracer.is_enabled() {
+            let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+            stats.linked_waiting = self.linker.waiting() as u64;
+            stats.linked_evicted = self.linker.evicted;
+        }
     }
 
     fn refresh_profiles(&mut self, wanted: Option<(PathBuf, Duration)>) {
@@ -372,6 +417,7 @@ impl RecorderThread {
                     classifier: Classifier::new(&set),
                     ids,
                     vocab,
+                    routes: Routes::new(set_templater(&set)),
                 });
             }
             Err(e) => {
@@ -426,7 +472,7 @@ impl RecorderThread {
         let table = self.stats.clone();
         let mut stats = table.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        for e in batch.drain(..) {
+        for mut e in batch.drain(..) {
             let profile = self.profile_of(&e);
             let key = SeriesKey {
                 role: e.role,
@@ -437,17 +483,6 @@ impl RecorderThread {
             series.add(&e);
             if let Some(o) = &mut self.observer {
                 o.exchange(&e, &profile);
-            }
-            // Build a span only when sampling or a tail rule will keep it.
-            if let Some(t) = &e.trace
-                && self.tracer.keeps(
-                    t.ctx.is_sampled(),
-                    e.duration,
-                    (e.status != 0).then_some(e.status),
-                    e.error.is_some(),
-                )
-            {
-                self.tracer.record(span(&e, t, &profile));
             }
             // Pair copies with their live twin, whichever finishes first.
             if e.twin != 0 {
@@ -489,6 +524,43 @@ impl RecorderThread {
                     stats.access_log_errors += 1;
                 }
             }
+            // Last: a leg that waits for its twin takes the exchange's trace along.
+            if let Some(t) = e.trace.take() {
+                self.trace(&e, t, profile, now);
+            }
+        }
+    }
+
+    /// The span of one leg, if it is to be exported: now when sampling or a
+    /// tail rule keeps it, and for a mirrored request also when a twin is
+    /// kept (`linked.rs`). A span is built only when it goes out.
+    fn trace(&mut self, e: &Exchange, t: Box<TraceInfo>, profile: Arc<str>, now: Instant) {
+        let own = self.tracer.keep_reason(
+            t.ctx.is_sampled(),
+            e.duration,
+            (e.status != 0).then_some(e.status),
+            e.error.is_some(),
+        );
+        let linked = e.twin != 0 && own != Some(Kept::Sampled) && self.tracer.has_tail_rules();
+        if own.is_none() && !linked {
+            return;
+        }
+        let route = self
+            .profiles
+            .as_ref()
+            .and_then(|p| p.routes.of(e.request.uri.path()));
+        let leg = Leg::new(e, t, profile, route, own.is_none());
+        if !linked {
+            self.tracer.record(leg.span());
+            return;
+        }
+        match self.linker.leg(e.twin, own, leg, now) {
+            Plan::Wait => {}
+            Plan::Alone(leg) => self.tracer.record(leg.span()),
+            Plan::Together(legs) => self
+                .tracer
+                .record_linked(legs.iter().map(Leg::span).collect()),
+            Plan::ForTwin(leg, twin) => self.tracer.record_for_twin(leg.span(), twin),
         }
     }
 
@@ -513,47 +585,98 @@ impl RecorderThread {
     }
 }
 
-/// The span of one leg: the live one (the proxy serving the client, kind
-/// server) or a copy's (the proxy calling a shadow, kind client, linked to
-/// the live span).
-fn span(e: &Exchange, t: &TraceInfo, profile: &Arc<str>) -> SpanRecord {
-    let (name, kind) = match e.role {
-        Role::Production | Role::Canary => ("proxy", SpanKind::Server),
-        Role::Shadow => ("shadow copy", SpanKind::Client),
-    };
-    let mut s = SpanRecord::new(&t.ctx, name, kind, t.start);
-    s.duration = e.duration;
-    s.http_status = (e.status != 0).then_some(e.status);
-    s.profile = Some(profile.clone().into());
-    s.role = Some(e.role.as_str().into());
-    s.status = match e.error {
-        Some(why) => SpanStatus::Error(why.into()),
-        None if e.status >= 500 => SpanStatus::Error("upstream answered 5xx".into()),
-        None => SpanStatus::Unset,
-    };
-    s.set(keys::HTTP_METHOD, e.request.method.as_str().to_string());
-    s.set(keys::UPSTREAM, e.upstream.clone());
-    s.set(keys::PROFILE, profile.clone());
-    s.set(keys::ROLE, e.role.as_str());
-    s.set(keys::REQUEST_BODY_SIZE, e.request_bytes);
-    s.set(keys::RESPONSE_BODY_SIZE, e.response_bytes);
-    if e.status != 0 {
-        s.set(keys::HTTP_STATUS, u64::from(e.status));
+/// What a leg's span needs, taken from its exchange: small enough to wait
+/// for a twin (`linked.rs`), and holding nothing of the request's headers
+/// (those can share the connection's read buffer).
+#[derive(Debug)]
+struct Leg {
+    role: Role,
+    upstream: Arc<str>,
+    profile: Arc<str>,
+    route: Option<Arc<str>>,
+    method: Method,
+    request_bytes: u64,
+    status: u16,
+    response_bytes: u64,
+    duration: Duration,
+    error: Option<&'static str>,
+    trace: Box<TraceInfo>,
+}
+
+impl Leg {
+    /// `may_wait`: the leg may wait for a twin, so a `tracestate` read from
+    /// the request is copied out of the request's buffer.
+    fn new(
+        e: &Exchange,
+        mut trace: Box<TraceInfo>,
+        profile: Arc<str>,
+        route: Option<Arc<str>>,
+        may_wait: bool,
+    ) -> Leg {
+        if may_wait && let Some(state) = trace.ctx.state.take() {
+            trace.ctx.state = HeaderValue::from_bytes(state.as_bytes()).ok();
+        }
+        Leg {
+            role: e.role,
+            upstream: e.upstream.clone(),
+            profile,
+            route,
+            method: e.request.method.clone(),
+            request_bytes: e.request_bytes,
+            status: e.status,
+            response_bytes: e.response_bytes,
+            duration: e.duration,
+            error: e.error,
+            trace,
+        }
     }
-    if let Some(why) = e.error {
-        s.set(keys::ERROR_TYPE, why);
+
+    /// The span: the live one (the proxy serving the client, kind server) or
+    /// a copy's (the proxy calling a shadow, kind client, linked to the live
+    /// span).
+    fn span(&self) -> SpanRecord {
+        let t = &self.trace;
+        let (name, kind) = match self.role {
+            Role::Production | Role::Canary => ("proxy", SpanKind::Server),
+            Role::Shadow => ("shadow copy", SpanKind::Client),
+        };
+        let mut s = SpanRecord::new(&t.ctx, name, kind, t.start);
+        s.duration = self.duration;
+        s.http_status = (self.status != 0).then_some(self.status);
+        s.profile = Some(self.profile.clone().into());
+        s.role = Some(self.role.as_str().into());
+        s.status = match self.error {
+            Some(why) => SpanStatus::Error(why.into()),
+            None if self.status >= 500 => SpanStatus::Error("upstream answered 5xx".into()),
+            None => SpanStatus::Unset,
+        };
+        s.set(keys::HTTP_METHOD, self.method.as_str().to_string());
+        if let Some(route) = &self.route {
+            s.set(keys::HTTP_ROUTE, route);
+        }
+        s.set(keys::UPSTREAM, self.upstream.clone());
+        s.set(keys::PROFILE, self.profile.clone());
+        s.set(keys::ROLE, self.role.as_str());
+        s.set(keys::REQUEST_BODY_SIZE, self.request_bytes);
+        s.set(keys::RESPONSE_BODY_SIZE, self.response_bytes);
+        if self.status != 0 {
+            s.set(keys::HTTP_STATUS, u64::from(self.status));
+        }
+        if let Some(why) = self.error {
+            s.set(keys::ERROR_TYPE, why);
+        }
+        if let Some(w) = t.queue_wait {
+            s.set(
+                keys::QUEUE_WAIT_US,
+                w.as_micros().min(u128::from(u64::MAX)) as u64,
+            );
+        }
+        if let Some(live) = &t.live {
+            s.link_live(live);
+            s.mask_counts(t.masked.iter().map(|(rule, n)| (rule.as_str(), *n)));
+        }
+        s
     }
-    if let Some(w) = t.queue_wait {
-        s.set(
-            keys::QUEUE_WAIT_US,
-            w.as_micros().min(u128::from(u64::MAX)) as u64,
-        );
-    }
-    if let Some(live) = &t.live {
-        s.link_live(live);
-        s.mask_counts(t.masked.iter().map(|(rule, n)| (rule.as_str(), *n)));
-    }
-    s
 }
 
 /// The exchange as the learner sees a log line.
@@ -585,5 +708,107 @@ fn as_record(e: &Exchange, vocab: &[String]) -> RequestRecord {
             .filter(|(i, _)| *i < 8 && r.header_mask & (1 << i) != 0)
             .map(|(_, h)| (h.clone(), String::new()))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use umbra_trace::Value;
+
+    fn exchange(role: Role, path: &str, trace: Option<Box<TraceInfo>>) -> Exchange {
+        Exchange {
+            role,
+            upstream: Arc::from("next"),
+            request: Arc::new(RequestInfo {
+                received: SystemTime::now(),
+                client: None,
+                method: Method::GET,
+                uri: path.parse().unwrap(),
+                version: Version::HTTP_11,
+                host: None,
+                user_agent: None,
+                referer: None,
+                content_type: None,
+                header_mask: 0,
+                captured: Vec::new(),
+            }),
+            request_bytes: 0,
+            status: 200,
+            response_bytes: 10,
+            duration: Duration::from_millis(3),
+            upstream_time: None,
+            error: None,
+            twin: 1,
+            trace,
+        }
+    }
+
+    fn attribute<'a>(s: &'a SpanRecord, key: &str) -> Option<&'a Value> {
+        s.attributes
+            .iter()
+            .find(|a| a.key.as_str() == key)
+            .map(|a| &a.value)
+    }
+
+    fn text<'a>(s: &'a SpanRecord, key: &str) -> Option<&'a str> {
+        match attribute(s, key)? {
+            Value::Str(v) => Some(v.as_str()),
+            other => panic!("{key} = {other:?}"),
+        }
+    }
+
+    #[test]
+    fn routes_are_the_profile_set_templates_of_known_paths_only() {
+        let routes = Routes::new(Templater::from_templates([
+            "/api/items/{id}",
+            "/api/search",
+        ]));
+        assert_eq!(
+            routes.of("/api/items/42").as_deref(),
+            Some("/api/items/{id}")
+        );
+        assert_eq!(routes.of("/api/search").as_deref(), Some("/api/search"));
+        assert_eq!(routes.of("/api/items/42/reviews"), None);
+        assert_eq!(routes.of("/admin"), None);
+        // The same shared string every time: a span pays a reference count.
+        assert!(Arc::ptr_eq(
+            &routes.of("/api/items/1").unwrap(),
+            &routes.of("/api/items/2").unwrap()
+        ));
+    }
+
+    #[test]
+    fn spans_carry_the_route_when_the_profiles_know_it() {
+        let live = TraceContext::root(false);
+        let e = exchange(Role::Production, "/api/items/42?x=1", None);
+        let info = TraceInfo::live(live.clone(), SystemTime::now());
+        let leg = Leg::new(
+            &e,
+            info,
+            Arc::from("p-1"),
+            Some(Arc::from("/api/items/{id}")),
+            true,
+        );
+        let s = leg.span();
+        assert_eq!(text(&s, keys::HTTP_ROUTE), Some("/api/items/{id}"));
+        assert_eq!(s.kind, SpanKind::Server);
+        assert_eq!(text(&s, keys::HTTP_METHOD), Some("GET"));
+
+        // No profiles, no route; a copy links to its live span.
+        let copy = Box::new(TraceInfo {
+            ctx: live.linked_root(),
+            live: Some(live.clone()),
+            start: SystemTime::now(),
+            queue_wait: Some(Duration::from_micros(40)),
+            masked: vec![("email".into(), 2)],
+        });
+        let e = exchange(Role::Shadow, "/api/items/42", None);
+        let s = Leg::new(&e, copy, Arc::from("all"), None, false).span();
+        assert_eq!(text(&s, keys::HTTP_ROUTE), None);
+        assert_eq!(s.links.len(), 1);
+        assert_eq!(s.links[0].span_id, live.span_id);
+        assert_eq!(attribute(&s, keys::MASKED), Some(&Value::I64(2)));
     }
 }

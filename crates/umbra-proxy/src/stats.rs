@@ -111,6 +111,10 @@ pub struct StatsTable {
     pub profiles_loaded: Option<String>,
     pub profile_errors: u64,
     pub access_log_errors: u64,
+    /// Spans of mirrored requests waiting for a twin a tail rule keeps.
+    pub linked_waiting: u64,
+    /// Mirrored requests whose waiting spans were forgotten to make room.
+    pub linked_evicted: u64,
 }
 
 impl StatsTable {

@@ -13,8 +13,10 @@ use prost::Message;
 
 use crate::span::{Attribute, SpanKind, SpanRecord, SpanStatus, Value, keys};
 
-/// Why a span was exported: head sampling or one of the tail rules.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// Why a span was exported: head sampling or one of the tail rules. Ordered
+/// by how much the reason says about the span (a group of linked spans goes
+/// out under its strongest reason).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub enum Kept {
     Sampled,
     Slow,

@@ -139,14 +139,36 @@ impl Tracer {
         http_status: Option<u16>,
         error: bool,
     ) -> bool {
-        self.inner.as_ref().is_some_and(|i| {
+        self.keep_reason(sampled, duration, http_status, error)
+            .is_some()
+    }
+
+    /// Why a span with these measurements would be exported on its own
+    /// ([`Tracer::keeps`] with the reason); `None` when it would not be, or
+    /// when tracing is off.
+    pub fn keep_reason(
+        &self,
+        sampled: bool,
+        duration: Duration,
+        http_status: Option<u16>,
+        error: bool,
+    ) -> Option<Kept> {
+        self.inner.as_ref().and_then(|i| {
             i.kept(
                 sampled,
                 duration,
                 http_status.is_some_and(|s| s >= 500) || error,
             )
-            .is_some()
         })
+    }
+
+    /// Whether a tail rule (slow or failed) can keep a span the head sampler
+    /// did not: without one, an unsampled span is never exported, alone or
+    /// for a twin.
+    pub fn has_tail_rules(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(|i| i.slow.is_some() || i.keep_errors)
     }
 
     /// Hands a finished span to the exporter if sampling or a tail rule
@@ -175,11 +197,7 @@ impl Tracer {
         let kept = spans
             .iter()
             .filter_map(|s| inner.kept(s.flags.sampled(), s.duration, s.failed()))
-            .max_by_key(|k| match k {
-                Kept::Sampled => 0,
-                Kept::Slow => 1,
-                Kept::Error => 2,
-            });
+            .max();
         let Some(kept) = kept else {
             inner
                 .counters
@@ -190,6 +208,18 @@ impl Tracer {
         for s in spans {
             inner.enqueue(s, kept);
         }
+    }
+
+    /// The rest of [`Tracer::record_linked`]'s group, when its spans finish
+    /// apart: `span` belongs with a span that was already kept for `twin`
+    /// (its reason), so it is exported whatever its own sampling says, under
+    /// the stronger of its own reason and the twin's, as `record_linked`
+    /// would have exported the two together.
+    pub fn record_for_twin(&self, span: SpanRecord, twin: Kept) {
+        let Some(inner) = &self.inner else { return };
+        inner.counters.recorded.fetch_add(1, Ordering::Relaxed);
+        let own = inner.kept(span.flags.sampled(), span.duration, span.failed());
+        inner.enqueue(span, own.max(Some(twin)).unwrap_or(twin));
     }
 
     /// The trace viewer URL for a trace, when a template is configured.

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderValue};
 use support::{Receiver, config, find};
-use umbra_trace::{SpanKind, SpanRecord, SpanStatus, TraceContext, Tracer, keys};
+use umbra_trace::{Kept, SpanKind, SpanRecord, SpanStatus, TraceContext, Tracer, keys};
 
 const INCOMING: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -205,6 +205,16 @@ fn tail_rules_keep_slow_and_failed_spans_of_unsampled_traces() {
     shadow.duration = Duration::from_millis(400);
     shadow.link_live(&live_ctx);
     tracer.record_linked(vec![live, shadow]);
+    // A fast copy that finishes after its live twin was kept as slow follows it.
+    let late_ctx = tracer.start(None).unwrap();
+    let mut late = SpanRecord::new(&late_ctx, "late-twin", SpanKind::Client, SystemTime::now());
+    late.duration = Duration::from_millis(2);
+    assert!(!tracer.keeps(false, late.duration, None, false));
+    assert_eq!(
+        tracer.keep_reason(false, Duration::from_millis(150), Some(503), false),
+        Some(Kept::Error)
+    );
+    tracer.record_for_twin(late, Kept::Slow);
     assert!(tracer.flush(Duration::from_secs(10)));
 
     let spans = rx.spans();
@@ -220,6 +230,7 @@ fn tail_rules_keep_slow_and_failed_spans_of_unsampled_traces() {
     kept.sort();
     let want: Vec<(String, String)> = [
         ("5xx", "error"),
+        ("late-twin", "slow"),
         ("pair-live", "slow"),
         ("pair-shadow", "slow"),
         ("reset", "error"),
@@ -237,7 +248,7 @@ fn tail_rules_keep_slow_and_failed_spans_of_unsampled_traces() {
         );
     }
     let stats = tracer.stats();
-    assert_eq!((stats.recorded, stats.discarded, stats.exported), (6, 1, 5));
+    assert_eq!((stats.recorded, stats.discarded, stats.exported), (7, 1, 6));
 
     // The slow request is its profile's newest exemplar, with a viewer link.
     let ex = tracer

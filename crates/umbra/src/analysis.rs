@@ -49,6 +49,11 @@ pub struct Sections {
     pub store: Option<StoreSection>,
     #[serde(default)]
     pub control: crate::control::ControlSection,
+    /// The tracer's viewer link template (`[tracing] link_template` with the
+    /// `OTEL_*` variables applied), set by `umbra proxy`: the sinks link each
+    /// alert's example traces with it.
+    #[serde(skip)]
+    pub trace_link_template: Option<String>,
 }
 
 impl Sections {
@@ -168,6 +173,7 @@ impl Sections {
             queue: a.queue,
             timeout_ms: a.timeout.as_millis() as u64,
             log_failures: true,
+            trace_link_template: self.trace_link_template.clone(),
         }
     }
 }

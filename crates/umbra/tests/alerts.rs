@@ -159,7 +159,9 @@ fn a_shadow_regression_on_one_profile_reaches_alertmanager_once_and_resolves() {
         .expect("prometheus-alertmanager (scripts/test installs Debian's package)");
     wait_for_port(am);
 
-    let (listen, admin) = (free_port(), free_port());
+    // Tracing on, towards a collector that is not there: alerts still link
+    // their example traces with the tracer's template.
+    let (listen, admin, collector) = (free_port(), free_port(), free_port());
     std::fs::write(
         dir.join("umbra.toml"),
         format!(
@@ -184,11 +186,24 @@ lateness = "300ms"
 sinks = [{{ kind = "log" }}, {{ kind = "alertmanager", url = "http://127.0.0.1:{am}" }}]
 [store]
 path = "umbra.db"
+[tracing]
+endpoint = "http://127.0.0.1:{collector}"
+link_template = "http://127.0.0.1:16686/trace/{{trace_id}}"
 "#
         ),
     )
     .unwrap();
-    let proxy = Background::start(&["proxy", "--config", "umbra.toml"], &dir, &[listen, admin]);
+    let proxy = Background::start_with_env(
+        &["proxy", "--config", "umbra.toml"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+            ("OTEL_TRACES_SAMPLER", ""),
+            ("OTEL_SDK_DISABLED", ""),
+            ("OTEL_TRACES_EXPORTER", ""),
+        ],
+        &dir,
+        &[listen, admin],
+    );
     let log = || std::fs::read_to_string(dir.join("umbra-proxy.stderr")).unwrap_or_default();
 
     // Clients: two threads per route, about 50 requests a second each route.
@@ -253,6 +268,29 @@ path = "umbra.db"
     assert_eq!(labels["profile"], search.as_str(), "{labels}");
     assert_eq!(labels["role"], "shadow", "{labels}");
     assert_eq!(labels["alertname"], "UmbraRegression", "{labels}");
+    // The annotations name the slow requests' traces and link the first (and all).
+    let annotations = &firing[0]["annotations"];
+    let ids: Vec<&str> = annotations["trace_ids"]
+        .as_str()
+        .unwrap()
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .collect();
+    assert!(!ids.is_empty(), "{annotations:#}");
+    let links: Vec<String> = ids
+        .iter()
+        .map(|t| format!("http://127.0.0.1:16686/trace/{t}"))
+        .collect();
+    assert_eq!(
+        annotations["trace_url"],
+        links[0].as_str(),
+        "{annotations:#}"
+    );
+    assert_eq!(
+        annotations["trace_urls"],
+        links.join(" "),
+        "{annotations:#}"
+    );
     let ours: Value = serde_json::from_slice(&get(admin, "/api/alerts?state=firing").body).unwrap();
     assert_eq!(ours["alerts"].as_array().unwrap().len(), 1, "{ours:#}");
 

@@ -1,7 +1,9 @@
 //! End to end: the proxy's spans reach a real OTLP decoder (PyPI's
 //! `opentelemetry-proto` behind a small receiver) with their parents, links and
-//! attributes, and an alert on a slow shadow carries trace ids that are in the
-//! exported spans (issue 8, acceptance 1 and 2).
+//! attributes (`http.route` from the profiles among them), an alert on a slow
+//! shadow carries trace ids that are in the exported spans (issue 8,
+//! acceptance 1 and 2), and a leg of a mirrored request kept by a tail rule
+//! brings its unsampled twin.
 
 #![allow(clippy::unwrap_used)]
 
@@ -85,7 +87,9 @@ lateness = "300ms"
 
     // Clients: every request carries a traceparent of its own, as from a traced caller.
     let stop = Arc::new(AtomicBool::new(false));
-    let sent: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    // Per request: its trace id, the caller's span id, the route.
+    type Sent = Vec<(String, String, &'static str)>;
+    let sent: Arc<Mutex<Sent>> = Arc::new(Mutex::new(Vec::new()));
     let mut clients = Vec::new();
     for (path, method, status, _, _) in ROUTES {
         for t in 0..2u64 {
@@ -109,7 +113,7 @@ lateness = "300ms"
                         body,
                     );
                     assert_eq!(reply.status, status);
-                    sent.lock().unwrap().push((trace, parent));
+                    sent.lock().unwrap().push((trace, parent, path));
                     i += 2;
                 }
             }));
@@ -159,7 +163,7 @@ lateness = "300ms"
 
     // A live span continues the caller's trace under the caller's span, as a
     // server span with the exchange's attributes; production saw it as parent.
-    let (trace, parent) = sent.lock().unwrap()[0].clone();
+    let (trace, parent, path) = sent.lock().unwrap()[0].clone();
     let live: Vec<&Value> = by_trace(&trace)
         .into_iter()
         .filter(|s| s["attributes"]["umbra.role"] == "production")
@@ -183,6 +187,22 @@ lateness = "300ms"
         format!("127.0.0.1:{production}"),
         "{live:#}"
     );
+    // `http.route` is the request's template in the profile set (these three
+    // routes have no variable segment, so it is the path, without the query),
+    // one of the templates of the profile the request went to.
+    assert_eq!(a["http.route"], path, "{live:#}");
+    let templates: Vec<&str> = profiles["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == a["umbra.profile"])
+        .unwrap()["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["path"].as_str().unwrap())
+        .collect();
+    assert!(templates.contains(&path), "{path} in {templates:?}");
     let live_span = live["span_id"].as_str().unwrap();
     assert!(
         seen.lock()
@@ -209,6 +229,7 @@ lateness = "300ms"
     assert_eq!(copy["attributes"]["umbra.role"], "shadow");
     assert_eq!(copy["attributes"]["umbra.upstream"], "next");
     assert_eq!(copy["attributes"]["umbra.live.trace_id"], trace.as_str());
+    assert_eq!(copy["attributes"]["http.route"], path, "{copy:#}");
     assert!(
         copy["attributes"]["umbra.queue_wait_us"].as_i64().is_some(),
         "{copy:#}"
@@ -218,6 +239,191 @@ lateness = "300ms"
         "{copy:#}"
     );
     receiver.requests();
+}
+
+/// With the head sampler off, only the tail rule (`slow`) keeps spans; a
+/// mirrored request's legs still go out together: first the shadow is the
+/// slow one and brings its fast live twin (so the copy's link points at an
+/// exported span), then production is, and brings its fast copy. Requests
+/// slow on neither side export nothing.
+#[test]
+fn a_leg_kept_by_a_tail_rule_brings_its_unsampled_twin() {
+    let dir = scratch("traces-linked");
+    write_log(&dir);
+    let out = umbra(&["learn", "access.log", "-o", "profiles.json"], &dir);
+    assert!(out.status.success(), "{}", support::text(&out.stderr));
+    let receiver = otlp::Receiver::start(&[]);
+    // /api/search takes 60 ms, or 84 ms while its upstream's flag is set;
+    // /api/catalog 40 ms. The tail rule keeps 75 ms and more.
+    let (production_slow, shadow_slow) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(true)),
+    );
+    let production = upstream(production_slow.clone());
+    let shadow = upstream(shadow_slow.clone());
+    let (listen, admin) = (free_port(), free_port());
+    std::fs::write(
+        dir.join("umbra.toml"),
+        format!(
+            r#"
+[listen]
+address = "127.0.0.1:{listen}"
+[admin]
+address = "127.0.0.1:{admin}"
+[production]
+servers = [{{ url = "http://127.0.0.1:{production}" }}]
+[[shadow]]
+name = "next"
+url = "http://127.0.0.1:{shadow}"
+[mirror]
+percent = "100%"
+[profiles]
+file = "profiles.json"
+[tracing]
+endpoint = "{}"
+sampler = "always_off"
+slow = "75ms"
+interval = "200ms"
+[analysis]
+enabled = false
+"#,
+            receiver.url()
+        ),
+    )
+    .unwrap();
+    let _proxy = Background::start_with_env(
+        &["proxy", "--config", "umbra.toml"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+            ("OTEL_TRACES_SAMPLER", ""),
+            ("OTEL_SDK_DISABLED", ""),
+        ],
+        &dir,
+        &[listen, admin],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = ["/api/search", "/api/search", "/api/catalog"]
+        .into_iter()
+        .map(|path| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(listen);
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let reply = conn.request("GET", &format!("{path}?q=w{i}"), &[], b"");
+                    assert_eq!(reply.status, 200);
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(2500));
+    shadow_slow.store(false, Ordering::Relaxed);
+    production_slow.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(2500));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    // The linker's gauges are valid Prometheus text; nothing was forgotten.
+    let metrics = support::text(&get(admin, "/metrics").body);
+    assert!(
+        metrics.contains("# TYPE umbra_trace_twins_waiting gauge")
+            && metrics.contains("umbra_trace_twins_forgotten_total 0"),
+        "{metrics}"
+    );
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/test installs Debian's prometheus package)");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), metrics.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        support::text(&out.stdout),
+        support::text(&out.stderr)
+    );
+    // Copies finish within 100 ms; spans leave in 200 ms batches.
+    std::thread::sleep(Duration::from_secs(2));
+    let spans = receiver.spans();
+
+    let ms = |s: &Value| {
+        (s["end_time_unix_nano"].as_u64().unwrap() - s["start_time_unix_nano"].as_u64().unwrap())
+            as f64
+            / 1e6
+    };
+    let id = |s: &Value| {
+        (
+            s["trace_id"].as_str().unwrap().to_string(),
+            s["span_id"].as_str().unwrap().to_string(),
+        )
+    };
+    let live: std::collections::HashMap<(String, String), &Value> = spans
+        .iter()
+        .filter(|s| s["attributes"]["umbra.role"] == "production")
+        .map(|s| (id(s), s))
+        .collect();
+    let copies: Vec<(&Value, (String, String))> = spans
+        .iter()
+        .filter(|s| s["attributes"]["umbra.role"] == "shadow")
+        .map(|s| {
+            let l = &s["links"][0];
+            let twin = (
+                l["trace_id"].as_str().unwrap().to_string(),
+                l["span_id"].as_str().unwrap().to_string(),
+            );
+            (s, twin)
+        })
+        .collect();
+    assert!(!copies.is_empty() && !live.is_empty(), "{spans:#?}");
+    for s in &spans {
+        // Nothing was head-sampled; the tail rule says why each span went out.
+        assert_eq!(s["flags"].as_u64().unwrap() & 1, 0, "{s:#}");
+        assert_eq!(s["attributes"]["umbra.kept"], "slow", "{s:#}");
+        let route = s["attributes"]["http.route"].as_str();
+        assert!(
+            matches!(route, Some("/api/search" | "/api/catalog")),
+            "{s:#}"
+        );
+    }
+    // No copy links to a live span that was not exported.
+    let mut slow_copy_fast_live = 0;
+    let mut fast_copy_slow_live = 0;
+    let mut has_slow_copy: std::collections::HashSet<&(String, String)> = Default::default();
+    for (copy, twin) in &copies {
+        let l = live
+            .get(twin)
+            .unwrap_or_else(|| panic!("the live twin {twin:?} of {copy:#} was exported"));
+        let (c, l) = (ms(copy), ms(l));
+        // Every span went out for its own slowness or its twin's.
+        assert!(c >= 75.0 || l >= 75.0, "copy {c} ms, live {l} ms");
+        if c >= 75.0 {
+            has_slow_copy.insert(twin);
+            if l < 75.0 {
+                slow_copy_fast_live += 1;
+            }
+        } else if l >= 75.0 {
+            fast_copy_slow_live += 1;
+        }
+    }
+    for (key, l) in &live {
+        assert!(
+            ms(l) >= 75.0 || has_slow_copy.contains(key),
+            "a fast live span went out without a slow copy: {l:#}"
+        );
+    }
+    assert!(
+        slow_copy_fast_live > 0,
+        "a slow copy brought its fast live twin: {spans:#?}"
+    );
+    assert!(
+        fast_copy_slow_live > 0,
+        "a slow live span brought its fast copy: {spans:#?}"
+    );
 }
 
 /// A distinct nonzero trace id per client request.

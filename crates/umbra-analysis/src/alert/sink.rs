@@ -14,15 +14,26 @@
 //!
 //! - `log`: one line per firing or resolved alert on standard error.
 //! - `webhook`: `POST url` with `{"source":"umbra","version":1,"events":[...]}`,
-//!   each event an [`AlertEvent`] as JSON (repeats left out).
-//! - `slack`: `POST url` with `{"text": "..."}`, one line per firing or resolved alert.
+//!   each event an [`AlertEvent`] as JSON (repeats left out), its `alert`
+//!   with a `links` array (the trace viewer links of `verdict.trace_ids`, as
+//!   `/api/alerts` gives them; empty without a link template).
+//! - `slack`: `POST url` with `{"text": "..."}`, one line per firing or resolved
+//!   alert, a firing one followed by its traces as clickable links.
 //! - `alertmanager`: `POST {url}/api/v2/alerts` with a list of alerts, each with
 //!   `labels` (alertname `UmbraRegression`, profile, role, metric and the
 //!   configured extra labels), `annotations` (summary, description, observed,
-//!   baseline, change, p_value, basis, trace_ids), `startsAt`, `endsAt` (in the
+//!   baseline, change, p_value, basis, trace_ids, and with a link template
+//!   `trace_url`, the first trace's link, and `trace_urls`, every link separated
+//!   by spaces: annotations are strings), `startsAt`, `endsAt` (in the
 //!   future while firing, the resolution time once resolved) and
 //!   `generatorURL` when configured. Repeats are sent so Alertmanager keeps the
 //!   alert active.
+//!
+//! The link template is the proxy's `[tracing] link_template` (after the
+//! `OTEL_*` resolution), handed over as a string in
+//! [`DispatcherConfig::trace_link_template`]: this crate does not depend on the
+//! tracer. `{trace_id}` becomes the 32 hex digits of a trace id and
+//! `{span_id}` becomes empty, as the admin API renders it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +53,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{AlertEvent, EventKind};
+use crate::window::TraceId;
 
 /// A sink, as configured: `{ kind = "slack", url = "https://hooks.slack.com/..." }`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,6 +135,34 @@ pub enum SinkError {
         status: u16,
         body: String,
     },
+    #[error("trace link template `{template}`: {reason}")]
+    InvalidLinkTemplate { template: String, reason: String },
+}
+
+/// The viewer link of each trace: `{trace_id}` replaced by its 32 hex digits,
+/// `{span_id}` by nothing (an alert names traces, not spans).
+pub fn trace_links(template: &str, trace_ids: &[TraceId]) -> Vec<String> {
+    trace_ids
+        .iter()
+        .map(|t| {
+            template
+                .replace("{trace_id}", &t.to_string())
+                .replace("{span_id}", "")
+        })
+        .collect()
+}
+
+/// A template must name the trace; anything else would give every alert the
+/// same useless link.
+fn check_link_template(template: &str) -> Result<(), SinkError> {
+    if template.contains("{trace_id}") {
+        Ok(())
+    } else {
+        Err(SinkError::InvalidLinkTemplate {
+            template: template.to_string(),
+            reason: "it has no {trace_id}".to_string(),
+        })
+    }
 }
 
 /// The dispatcher's settings.
@@ -136,6 +176,9 @@ pub struct DispatcherConfig {
     pub timeout_ms: u64,
     /// Log failed sends to standard error. Default true.
     pub log_failures: bool,
+    /// A trace viewer URL with `{trace_id}` (the tracer's `link_template`):
+    /// alerts then carry links to their example traces. Default none.
+    pub trace_link_template: Option<String>,
 }
 
 impl Default for DispatcherConfig {
@@ -145,6 +188,7 @@ impl Default for DispatcherConfig {
             queue: 256,
             timeout_ms: 5_000,
             log_failures: true,
+            trace_link_template: None,
         }
     }
 }
@@ -177,6 +221,8 @@ pub struct Sink {
     name: String,
     kind: Kind,
     client: Option<HttpClient>,
+    /// The trace viewer link template, when one is configured.
+    links: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -279,11 +325,32 @@ impl Sink {
             Kind::Log => None,
             _ => Some(http_client(&name)?),
         };
-        Ok(Sink { name, kind, client })
+        Ok(Sink {
+            name,
+            kind,
+            client,
+            links: None,
+        })
+    }
+
+    /// Links every alert's example traces with `template` (`{trace_id}`, and
+    /// `{span_id}`, left empty).
+    pub fn with_trace_links(mut self, template: &str) -> Result<Sink, SinkError> {
+        check_link_template(template)?;
+        self.links = Some(template.to_string());
+        Ok(self)
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The viewer links of an alert's example traces (none without a template).
+    fn links(&self, e: &AlertEvent) -> Vec<String> {
+        match &self.links {
+            Some(t) => trace_links(t, &e.alert.verdict.trace_ids),
+            None => Vec::new(),
+        }
     }
 
     /// The request body this sink sends for `events`, or `None` when it has
@@ -295,8 +362,19 @@ impl Sink {
             .collect();
         match &self.kind {
             Kind::Log => None,
-            Kind::Webhook { .. } => (!news.is_empty())
-                .then(|| json!({ "source": "umbra", "version": 1, "events": news })),
+            Kind::Webhook { .. } => (!news.is_empty()).then(|| {
+                let events: Vec<Value> = news
+                    .iter()
+                    .map(|e| {
+                        let mut v = serde_json::to_value(e).unwrap_or_default();
+                        if let Some(alert) = v.get_mut("alert").and_then(Value::as_object_mut) {
+                            alert.insert("links".into(), json!(self.links(e)));
+                        }
+                        v
+                    })
+                    .collect();
+                json!({ "source": "umbra", "version": 1, "events": events })
+            }),
             Kind::Slack { .. } => (!news.is_empty()).then(|| {
                 let lines: Vec<String> = news
                     .iter()
@@ -305,7 +383,19 @@ impl Sink {
                             EventKind::Resolved => ":white_check_mark:",
                             _ => ":rotating_light:",
                         };
-                        format!("{mark} umbra {}", e.describe())
+                        let mut line = format!("{mark} umbra {}", e.describe());
+                        let links = self.links(e);
+                        if e.kind != EventKind::Resolved && !links.is_empty() {
+                            line.push_str("\ntraces: ");
+                            let ids = e.alert.verdict.trace_ids.iter();
+                            let items: Vec<String> = links
+                                .iter()
+                                .zip(ids)
+                                .map(|(url, id)| slack_link(url, &id.to_string()[..8]))
+                                .collect();
+                            line.push_str(&items.join(" · "));
+                        }
+                        line
                     })
                     .collect();
                 json!({ "text": lines.join("\n") })
@@ -318,7 +408,11 @@ impl Sink {
                 Value::Array(
                     events
                         .iter()
-                        .map(|e| alertmanager_alert(e, labels, generator_url.as_deref()))
+                        .map(|e| {
+                            let mut a = alertmanager_alert(e, labels, generator_url.as_deref());
+                            add_trace_urls(&mut a, &self.links(e));
+                            a
+                        })
                         .collect(),
                 )
             }),
@@ -458,6 +552,29 @@ pub fn alertmanager_alert(
     alert
 }
 
+/// Slack's link markup, `<url|label>`: `&`, `<` and `>` are Slack's control
+/// characters and go as entities (Slack decodes them, in links too); a `|`
+/// would end the URL early, so it is percent-encoded.
+fn slack_link(url: &str, label: &str) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    format!("<{}|{}>", esc(url).replace('|', "%7C"), esc(label))
+}
+
+/// Alertmanager annotations are strings: the first trace's link alone (for a
+/// template's `{{ .Annotations.trace_url }}`), and all of them separated by
+/// spaces, which a URL cannot contain.
+fn add_trace_urls(alert: &mut Value, links: &[String]) {
+    let Some(first) = links.first() else { return };
+    if let Some(a) = alert.get_mut("annotations").and_then(Value::as_object_mut) {
+        a.insert("trace_url".into(), first.clone().into());
+        a.insert("trace_urls".into(), links.join(" ").into());
+    }
+}
+
 /// Fans alert events out to the sinks' background tasks.
 #[derive(Debug)]
 pub struct Dispatcher {
@@ -472,7 +589,13 @@ impl Dispatcher {
         let sinks = config
             .sinks
             .iter()
-            .map(Sink::new)
+            .map(|c| {
+                let sink = Sink::new(c)?;
+                match &config.trace_link_template {
+                    Some(t) => sink.with_trace_links(t),
+                    None => Ok(sink),
+                }
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let timeout = Duration::from_millis(config.timeout_ms.max(1));
         let mut d = Dispatcher {

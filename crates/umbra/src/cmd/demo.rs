@@ -369,6 +369,7 @@ async fn live(
             }),
             replicas: None,
         },
+        trace_link_template: None,
     };
     let analysis = Analysis::start(&sections)?.context("the analysis is on")?;
     let proxy = Proxy::start_observed(config, Some(analysis.feed(Some(CANARY)))).await?;

@@ -129,6 +129,8 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         .control
         .check(&config)
         .map_err(|e| anyhow::anyhow!("{}: {e:#}", source_name(&args)))?;
+    // Alerts link their example traces the way the tracer's own links do.
+    sections.trace_link_template = umbra_proxy::trace_link_template(&config)?;
     if args.config.is_some() {
         // Flags that make sense beside a file override it.
         if let Some(a) = args.admin {
