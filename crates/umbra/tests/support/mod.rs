@@ -63,7 +63,17 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM first, so the master takes its worker down with it (a SIGKILLed
+    /// master leaves the worker running, holding its port, after the test);
+    /// SIGKILL if it has not stopped after a few seconds.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
