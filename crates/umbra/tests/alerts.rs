@@ -11,66 +11,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::routes::{ROUTES, upstream, write_log};
-use support::{Background, Conn, free_port, get, scratch, umbra, wait_for_port};
-
-/// Collects what Alertmanager posts to its webhook receiver.
-fn webhook(received: Arc<Mutex<Vec<Value>>>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let received = received.clone();
-            std::thread::spawn(move || {
-                let mut out = conn.try_clone().unwrap();
-                let mut reader = BufReader::new(conn);
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut length = 0usize;
-                    loop {
-                        let mut h = String::new();
-                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if h.trim().is_empty() {
-                            break;
-                        }
-                        if let Some((k, v)) = h.split_once(':')
-                            && k.eq_ignore_ascii_case("content-length")
-                        {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    if let Ok(v) = serde_json::from_slice(&body) {
-                        received.lock().unwrap().push(v);
-                    }
-                    if out
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
+use support::routes::{ROUTES, drive, upstream, write_log};
+use support::{Background, Conn, free_port, get, scratch, umbra, wait_for_port, webhook};
 
 fn alertmanager_alerts(port: u16) -> Vec<Value> {
     let reply = get(port, "/api/v2/alerts");
@@ -132,8 +80,7 @@ fn a_shadow_regression_on_one_profile_reaches_alertmanager_once_and_resolves() {
     let production = upstream(Arc::new(AtomicBool::new(false)));
     let shadow = upstream(slow.clone());
 
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let hook = webhook(received.clone());
+    let (hook, received, _) = webhook(0);
     let (am, am_cluster) = (free_port(), free_port());
     std::fs::write(
         dir.join("alertmanager.yml"),
@@ -208,39 +155,7 @@ link_template = "http://127.0.0.1:16686/trace/{{trace_id}}"
 
     // Clients: two threads per route, about 50 requests a second each route.
     let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for (path, method, status, _, _) in ROUTES {
-        for t in 0..2 {
-            let stop = stop.clone();
-            clients.push(std::thread::spawn(move || {
-                let mut conn = Conn::open(listen);
-                let mut i = t;
-                while !stop.load(Ordering::Relaxed) {
-                    let target = match path {
-                        "/api/catalog" => format!("{path}?page={}", i % 50),
-                        "/api/search" => format!("{path}?q=w{}", i % 997),
-                        _ => path.to_string(),
-                    };
-                    let body: &[u8] = if method == "POST" {
-                        b"{\"sku\":1}"
-                    } else {
-                        b""
-                    };
-                    let reply = conn.request(
-                        method,
-                        &target,
-                        &[(
-                            "user-agent",
-                            "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0",
-                        )],
-                        body,
-                    );
-                    assert_eq!(reply.status, status, "{method} {target}");
-                    i += 2;
-                }
-            }));
-        }
-    }
+    let clients = drive(listen, 2, &stop);
 
     // A healthy start: no alert.
     std::thread::sleep(Duration::from_secs(5));

@@ -18,11 +18,10 @@ mod support;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::routes::{ROUTES, Served, upstream_counting, write_log};
+use support::routes::{Served, drive, upstream_counting, write_log};
 use support::{Background, Conn, free_port, get, scratch, umbra};
 
 /// Learns the three routes' profiles; returns the id of `/api/search`'s.
@@ -71,44 +70,6 @@ path = "umbra.db"
         ),
     )
     .unwrap();
-}
-
-/// `threads` clients per route, each on its own keep-alive connection, until `stop`.
-fn drive(port: u16, threads: usize, stop: &Arc<AtomicBool>) -> Vec<JoinHandle<()>> {
-    let mut clients = Vec::new();
-    for (path, method, status, _, _) in ROUTES {
-        for t in 0..threads {
-            let stop = stop.clone();
-            clients.push(std::thread::spawn(move || {
-                let mut conn = Conn::open(port);
-                let mut i = t;
-                while !stop.load(Ordering::Relaxed) {
-                    let target = match path {
-                        "/api/catalog" => format!("{path}?page={}", i % 50),
-                        "/api/search" => format!("{path}?q=w{}", i % 997),
-                        _ => path.to_string(),
-                    };
-                    let body: &[u8] = if method == "POST" {
-                        b"{\"sku\":1}"
-                    } else {
-                        b""
-                    };
-                    let reply = conn.request(
-                        method,
-                        &target,
-                        &[(
-                            "user-agent",
-                            "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0",
-                        )],
-                        body,
-                    );
-                    assert_eq!(reply.status, status, "{method} {target}");
-                    i += threads;
-                }
-            }));
-        }
-    }
-    clients
 }
 
 fn canary_state(admin: u16) -> Value {

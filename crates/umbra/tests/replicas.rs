@@ -14,14 +14,13 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use support::{Background, Conn, Nginx, free_port, get, scratch, text, umbra};
+use support::{Background, Conn, Nginx, free_port, get, scratch, text, umbra, webhook};
 
 const LOW: f64 = 20.0;
 const HIGH: f64 = 100.0;
@@ -39,63 +38,6 @@ fn now_ms() -> f64 {
         .unwrap()
         .as_secs_f64()
         * 1000.0
-}
-
-/// A receiver that keeps every JSON body posted to it; the first `fail`
-/// requests are answered 503.
-fn webhook(fail: usize) -> (u16, Arc<Mutex<Vec<Value>>>, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let requests = Arc::new(AtomicUsize::new(0));
-    let (keep, count) = (received.clone(), requests.clone());
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let (keep, count) = (keep.clone(), count.clone());
-            std::thread::spawn(move || {
-                let mut out = conn.try_clone().unwrap();
-                let mut reader = BufReader::new(conn);
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut length = 0usize;
-                    loop {
-                        let mut h = String::new();
-                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if h.trim().is_empty() {
-                            break;
-                        }
-                        if let Some((k, v)) = h.split_once(':')
-                            && k.eq_ignore_ascii_case("content-length")
-                        {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let n = count.fetch_add(1, Ordering::Relaxed);
-                    let reply: &[u8] = if n < fail {
-                        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbusy"
-                    } else {
-                        keep.lock()
-                            .unwrap()
-                            .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
-                    };
-                    if out.write_all(reply).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (port, received, requests)
 }
 
 /// Sends requests through the proxy at `rate(second)` until `stop`.

@@ -7,7 +7,10 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
+
+use super::Conn;
 
 /// The three routes: path, method, response status, body size, base latency.
 pub const ROUTES: [(&str, &str, u16, usize, u64); 3] = [
@@ -154,4 +157,44 @@ pub fn write_log(dir: &Path) {
         ));
     }
     std::fs::write(dir.join("access.log"), log).unwrap();
+}
+
+/// Clients: `threads` per route, each on its own keep-alive connection, asking
+/// for the routes with varied queries (and a JSON body for the POST) until
+/// `stop`; every answer must have the route's status.
+pub fn drive(port: u16, threads: usize, stop: &Arc<AtomicBool>) -> Vec<JoinHandle<()>> {
+    let mut clients = Vec::new();
+    for (path, method, status, _, _) in ROUTES {
+        for t in 0..threads {
+            let stop = stop.clone();
+            clients.push(std::thread::spawn(move || {
+                let mut conn = Conn::open(port);
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    let target = match path {
+                        "/api/catalog" => format!("{path}?page={}", i % 50),
+                        "/api/search" => format!("{path}?q=w{}", i % 997),
+                        _ => path.to_string(),
+                    };
+                    let body: &[u8] = if method == "POST" {
+                        b"{\"sku\":1}"
+                    } else {
+                        b""
+                    };
+                    let reply = conn.request(
+                        method,
+                        &target,
+                        &[(
+                            "user-agent",
+                            "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0",
+                        )],
+                        body,
+                    );
+                    assert_eq!(reply.status, status, "{method} {target}");
+                    i += threads;
+                }
+            }));
+        }
+    }
+    clients
 }
