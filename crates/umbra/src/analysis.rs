@@ -132,6 +132,19 @@ impl Sections {
                 w.max_step
             ));
         }
+        if let Some(c) = &self.control.canary {
+            let stages: Vec<String> = c.stages.iter().map(|p| format!("{p}%")).collect();
+            notes.push(format!(
+                "canary stages: {}{}, {} each; fails on latency up {}% or errors up {} points (p < {}), holds at most {} intervals",
+                if c.shadow { "shadow, " } else { "" },
+                stages.join(", "),
+                humantime::format_duration(c.interval),
+                c.latency_threshold * 100.0,
+                c.error_threshold * 100.0,
+                c.fail_alpha,
+                c.max_holds
+            ));
+        }
         if let Some(r) = &self.control.replicas {
             notes.push(r.note());
         }

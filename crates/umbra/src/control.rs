@@ -50,9 +50,15 @@ pub struct ControlSection {
 
 impl ControlSection {
     /// The checks that need the proxy's configuration: probes need its profile
-    /// set, with at least one request of an allowed method. Returns lines for
+    /// set, with at least one request of an allowed method, and a
+    /// `[control.canary]` needs a `[canary]` to judge. Returns lines for
     /// `umbra check`.
     pub fn check(&self, config: &Config) -> anyhow::Result<Vec<String>> {
+        if self.canary.is_some() && config.canary.is_none() {
+            anyhow::bail!(
+                "section [control.canary]: there is no [canary] to judge; add its pool, or remove the table"
+            );
+        }
         let Some(w) = &self.weights else {
             return Ok(Vec::new());
         };

@@ -409,3 +409,41 @@ fn a_restarted_proxy_resumes_the_same_stage_and_operators_can_steer() {
     assert!(!out.status.success());
     drop(proxy);
 }
+
+#[test]
+fn bad_canary_settings_are_named_before_anything_starts() {
+    let dir = scratch("canary-config");
+    let base = "[listen]\naddress = \"127.0.0.1:8080\"\n[production]\nservers = [{ url = \"http://127.0.0.1:9000\" }]\n";
+    let cases = [
+        (
+            "[control.canary]\ninterval = \"1m\"\n",
+            "section [control.canary]: there is no [canary] to judge",
+        ),
+        (
+            "[canary]\nname = \"v2\"\nservers = [{ url = \"http://127.0.0.1:9000\" }]\n",
+            "key canary.servers[0].url: http://127.0.0.1:9000/ is also a production server",
+        ),
+        (
+            "[canary]\nname = \"v2\"\nservers = [{ url = \"http://127.0.0.1:9001\" }]\n[control.canary]\nstages = [5, 1]\n",
+            "control.canary.stages = [5.0, 1.0]",
+        ),
+        (
+            "[canary]\nname = \"v2\"\nservers = []\n",
+            "key canary.servers: at least one canary server is needed",
+        ),
+        (
+            "[canary]\nname = \"v2\"\nservers = [{ url = \"http://127.0.0.1:9001\" }]\nkey = \"session\"\n",
+            "line 8, column 7, key canary.key: \"session\" is not a sampling key",
+        ),
+    ];
+    for (extra, want) in cases {
+        std::fs::write(dir.join("bad.toml"), format!("{base}{extra}")).unwrap();
+        let out = umbra(&["check", "--config", "bad.toml"], &dir);
+        let err = support::text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{extra}: {err}");
+        assert!(
+            err.contains("bad.toml") && err.contains(want),
+            "{extra}: {err}"
+        );
+    }
+}
