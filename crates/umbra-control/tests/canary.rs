@@ -600,9 +600,11 @@ fn a_paused_canary_does_not_advance_but_still_rolls_back_on_a_confirmed_failure(
 #[test]
 fn two_hundred_healthy_canaries_are_promoted() {
     // 10 s windows (the windower's default span) keep this affordable.
-    // Measured over 1000 seeds: 8 rolled back, 5 of them after three holds in a
-    // row on a small but significant difference that the accumulating data
-    // kept significant; seeds 0..200 have one such run (143).
+    // Measured over 1000 seeds: 1 rolled back (seed 451: p-cart's error rate
+    // +1.1 points on a handful of errors, where the proportion test's normal
+    // approximation is too sure of itself). Before the judge passed small
+    // significant changes (Kayenta's rule), 8 were: 5 after three holds in a row
+    // on a small but significant difference.
     let mut rolled_back = Vec::new();
     for seed in 0..200 {
         let mut c = canary(CanaryConfig::default());
@@ -617,7 +619,7 @@ fn two_hundred_healthy_canaries_are_promoted() {
             ref other => panic!("seed {seed} still at {other} after an hour"),
         }
     }
-    assert!(rolled_back.len() <= 1, "{rolled_back:#?}");
+    assert!(rolled_back.is_empty(), "{rolled_back:#?}");
 }
 
 #[test]
