@@ -132,6 +132,10 @@ pub struct Server {
     /// A Prometheus-format endpoint with this server's CPU and memory.
     #[serde(default)]
     pub metrics: Option<UpstreamUrl>,
+    /// Cores this server has: with `metrics`, the weights use its CPU headroom
+    /// (1 − cores in use / cpus).
+    #[serde(default)]
+    pub cpus: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -709,6 +713,13 @@ impl Config {
         }
         let mut seen = HashSet::new();
         for (i, s) in self.production.servers.iter().enumerate() {
+            if let Some(c) = s.cpus
+                && !(c.is_finite() && c > 0.0)
+            {
+                return Err(format!(
+                    "key production.servers[{i}].cpus: {c} is not a number of cores above 0"
+                ));
+            }
             if !seen.insert(&s.url) {
                 return Err(format!(
                     "key production.servers[{i}].url: {} is listed twice",
@@ -824,6 +835,7 @@ impl Config {
                         .map_err(|e: String| invalid(format!("--production: {e}")))?,
                     weight: defaults::weight(),
                     metrics: None,
+                    cpus: None,
                 })
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;

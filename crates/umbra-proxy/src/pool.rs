@@ -336,6 +336,7 @@ mod tests {
                     .expect("url"),
                 weight: *w,
                 metrics: None,
+                cpus: None,
             })
             .collect()
     }

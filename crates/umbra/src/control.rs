@@ -372,6 +372,7 @@ impl Control {
                 }
                 None => live,
             };
+            let observations = with_cpu(observations, &cpu_utilisation(&proxy));
             // A wrong observation changes nothing (the controller refuses it whole).
             let weights = match controller.step(&observations) {
                 Ok(w) => w,
@@ -428,6 +429,40 @@ impl Control {
         }
         Ok(())
     }
+}
+
+/// Each production server's CPU utilisation (0..1): cores in use, from its
+/// `metrics` page, over its configured `cpus`. Servers missing either are left out.
+fn cpu_utilisation(proxy: &ProxyHandle) -> BTreeMap<String, f64> {
+    let config = proxy.config();
+    let used: BTreeMap<String, f64> = proxy
+        .resource_usage()
+        .into_iter()
+        .filter(|(role, ..)| role == "production")
+        .filter_map(|(_, upstream, cores, _)| Some((upstream, cores?)))
+        .collect();
+    config
+        .production
+        .servers
+        .iter()
+        .filter_map(|s| {
+            let name = s.url.authority().to_string();
+            let cores = *used.get(&name)?;
+            let cpus = s.cpus?;
+            Some((name, (cores / cpus).clamp(0.0, 1.0)))
+        })
+        .collect()
+}
+
+/// The observations with each server's CPU utilisation, where it is known:
+/// the controller's headroom factor (`cpu_weight`).
+fn with_cpu(mut observations: Vec<Observation>, cpu: &BTreeMap<String, f64>) -> Vec<Observation> {
+    for o in &mut observations {
+        if let Some(u) = cpu.get(&o.server) {
+            o.cpu = Some(*u);
+        }
+    }
+    observations
 }
 
 fn production_servers(stats: &Value) -> Vec<String> {
@@ -507,6 +542,20 @@ mod tests {
                 "latency_ms": {"mean": mean},
             })).collect::<Vec<_>>(),
         })
+    }
+
+    #[test]
+    fn cpu_utilisation_reaches_the_controller_as_headroom() {
+        let obs = |s: &str| Observation::new(s, 100, 0).profile("p", 100, 10.0);
+        let cpu: BTreeMap<String, f64> = [("a".to_string(), 0.2), ("b".to_string(), 0.6)].into();
+        let observations = with_cpu(vec![obs("a"), obs("b"), obs("c")], &cpu);
+        assert_eq!(observations[0].cpu, Some(0.2));
+        assert_eq!(observations[2].cpu, None, "no cpus or no metrics: unknown");
+        let mut c = WeightController::new(WeightConfig::default(), ["a", "b", "c"]).unwrap();
+        let w = c.step(&observations).unwrap();
+        let weight = |s: &str| w.servers.iter().find(|x| x.server == s).unwrap().weight;
+        // Same latency and errors: the busier server gets less.
+        assert!(weight("a") > weight("b"), "{w:?}");
     }
 
     #[test]
