@@ -21,6 +21,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
+use crate::h1::H1RequestBody;
 use crate::pool::Lease;
 use crate::record::{Exchange, Recorder};
 use crate::shadow::{CopyDraft, NotMirrored};
@@ -32,9 +33,50 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[error("the client sent no body data for {0:?}")]
 pub struct BodyTimeout(pub Duration);
 
+/// A client's request body, from whichever server read the request.
+pub enum ClientBody {
+    Empty,
+    /// h2, from hyper's server.
+    Hyper(Incoming),
+    /// HTTP/1.1, from ours.
+    H1(H1RequestBody),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut *self {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ClientBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::H1(b) => b.size_hint(),
+        }
+    }
+}
+
 pub struct RequestBody {
     /// None: an empty body (a retried request that had none).
-    inner: Option<Incoming>,
+    inner: Option<ClientBody>,
     timeout: Duration,
     idle: Option<Pin<Box<Sleep>>>,
     tally: Arc<AtomicU64>,
@@ -50,7 +92,7 @@ struct Tee {
 
 impl RequestBody {
     pub fn new(
-        inner: Incoming,
+        inner: ClientBody,
         timeout: Duration,
         tally: Arc<AtomicU64>,
         copy: Option<(CopyDraft, u64)>,
@@ -129,7 +171,7 @@ impl Body for RequestBody {
                 if let Some(tee) = &mut this.tee {
                     tee.abandon(NotMirrored::Incomplete);
                 }
-                Poll::Ready(Some(Err(Box::new(e))))
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
                 if let Some(tee) = &mut this.tee {
@@ -141,13 +183,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
+        self.inner.as_ref().is_none_or(ClientBody::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
         self.inner
             .as_ref()
-            .map(Incoming::size_hint)
+            .map(ClientBody::size_hint)
             .unwrap_or_else(|| SizeHint::with_exact(0))
     }
 }

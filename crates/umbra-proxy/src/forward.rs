@@ -15,13 +15,12 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use umbra_trace::TraceContext;
 
 use crate::Shared;
-use crate::body::{BodyTimeout, LiveFinish, RequestBody, ResponseBody};
+use crate::body::{BodyTimeout, ClientBody, LiveFinish, RequestBody, ResponseBody};
 use crate::config::{Forwarded, HostPolicy, UpstreamUrl};
 use crate::mirror::Decision;
 use crate::record::{Exchange, RequestInfo, Role, TraceInfo};
@@ -52,7 +51,7 @@ impl ConnInfo {
 pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
-    request: Request<Incoming>,
+    request: Request<ClientBody>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let received = SystemTime::now();

@@ -18,6 +18,7 @@ pub mod body;
 pub mod canary;
 pub mod config;
 pub mod forward;
+pub mod h1;
 mod health;
 mod log;
 pub mod mirror;

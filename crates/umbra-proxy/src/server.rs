@@ -1,26 +1,34 @@
 //! Client listeners: HTTP/1.1 and HTTP/2 (h2c by prior knowledge, or TLS with
 //! ALPN), header and body timeouts, header size limits, graceful drain.
 //!
-//! hyper answers malformed requests with 400 and oversized heads with 431 and
-//! closes the connection; a head that does not arrive within the header
-//! timeout closes it too (slowloris). A TLS handshake gets the same time limit.
+//! HTTP/1.x is served by our own loop ([`crate::h1`]), h2 by hyper. Malformed
+//! requests get 400 and oversized heads 431, and the connection closes; a head
+//! that does not arrive within the header timeout closes it too (slowloris).
+//! A TLS handshake gets the same time limit.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::Request;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::body::ClientBody;
 use crate::config::Listen;
 use crate::forward::{ConnInfo, handle};
-use crate::{Shared, log};
+use crate::{Shared, h1, log};
 
 #[derive(Default)]
 pub struct ConnCounters {
@@ -77,7 +85,8 @@ pub async fn accept_loop(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) -> usize {
-    let graceful = GracefulShutdown::new();
+    // Every connection watches this: idle ones close at once, busy ones after their answer.
+    let (drain_tx, drain_rx) = watch::channel(false);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -93,61 +102,178 @@ pub async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         shared.conns.accepted.fetch_add(1, Relaxed);
+        shared.conns.open.fetch_add(1, Relaxed);
         let generation = shared.generation.load();
         let builder = generation.http.clone();
         let tls = generation.tls.clone();
-        let header_timeout = generation.config.listen.header_timeout;
+        let limits = h1::Limits {
+            header_timeout: generation.config.listen.header_timeout,
+            max_head: generation.config.listen.max_header_bytes.0 as usize,
+        };
         drop(generation);
         let shared = shared.clone();
-        let watcher = graceful.watcher();
+        let drain = drain_rx.clone();
         tokio::spawn(async move {
-            shared.conns.open.fetch_add(1, Relaxed);
-            serve(stream, peer, builder, tls, header_timeout, &shared, watcher).await;
+            serve(stream, peer, builder, tls, limits, &shared, drain).await;
             shared.conns.open.fetch_sub(1, Relaxed);
         });
     }
     drop(listener);
-    let drain = shared.generation.load().config.listen.drain_timeout;
-    let open = graceful.count();
-    match tokio::time::timeout(drain, graceful.shutdown()).await {
-        Ok(()) => 0,
-        Err(_) => open,
+    let _ = drain_tx.send(true);
+    let deadline =
+        tokio::time::Instant::now() + shared.generation.load().config.listen.drain_timeout;
+    loop {
+        let open = shared.conns.open.load(Relaxed) as usize;
+        if open == 0 || tokio::time::Instant::now() >= deadline {
+            return open;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
+/// The first bytes of an h2 connection with prior knowledge (RFC 9113 section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 async fn serve(
-    stream: tokio::net::TcpStream,
+    mut stream: tokio::net::TcpStream,
     peer: SocketAddr,
     builder: Arc<auto::Builder<TokioExecutor>>,
     tls: Option<TlsAcceptor>,
-    header_timeout: Duration,
+    limits: h1::Limits,
     shared: &Arc<Shared>,
-    watcher: Watcher,
+    drain: watch::Receiver<bool>,
 ) {
     let info = Arc::new(ConnInfo::new(peer, tls.is_some()));
-    let service = {
-        let shared = shared.clone();
-        service_fn(move |request| handle(shared.clone(), info.clone(), request))
-    };
     match tls {
         None => {
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            let _ = watcher.watch(conn).await;
+            // h2 by prior knowledge, or HTTP/1.x: the first bytes tell.
+            let mut first = BytesMut::with_capacity(8 << 10);
+            let sniffed = tokio::time::timeout(limits.header_timeout, async {
+                while first.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&first) {
+                    if stream.read_buf(&mut first).await? == 0 {
+                        break;
+                    }
+                }
+                std::io::Result::Ok(())
+            })
+            .await;
+            if !matches!(sniffed, Ok(Ok(()))) || first.is_empty() {
+                return;
+            }
+            if first.starts_with(H2_PREFACE) {
+                let io = Prefixed {
+                    prefix: first.freeze(),
+                    io: stream,
+                };
+                serve_hyper(io, &builder, shared, info, drain).await;
+            } else {
+                let (rd, wr) = stream.into_split();
+                h1::serve(Box::new(rd), wr, first, shared, info, limits, drain).await;
+            }
         }
         Some(acceptor) => {
-            let stream = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                _ => {
-                    shared.conns.tls_failed.fetch_add(1, Relaxed);
-                    return;
-                }
-            };
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            let _ = watcher.watch(conn).await;
+            let stream =
+                match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    _ => {
+                        shared.conns.tls_failed.fetch_add(1, Relaxed);
+                        return;
+                    }
+                };
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                serve_hyper(stream, &builder, shared, info, drain).await;
+            } else {
+                let (rd, wr) = tokio::io::split(stream);
+                h1::serve(
+                    Box::new(rd),
+                    wr,
+                    BytesMut::new(),
+                    shared,
+                    info,
+                    limits,
+                    drain,
+                )
+                .await;
+            }
         }
+    }
+}
+
+/// h2 through hyper, shut down gracefully when the listener drains.
+async fn serve_hyper<IO>(
+    io: IO,
+    builder: &auto::Builder<TokioExecutor>,
+    shared: &Arc<Shared>,
+    info: Arc<ConnInfo>,
+    mut drain: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = {
+        let shared = shared.clone();
+        service_fn(move |request: Request<Incoming>| {
+            handle(shared.clone(), info.clone(), request.map(ClientBody::Hyper))
+        })
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = async { drain.wait_for(|d| *d).await.map(|_| ()) } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// A stream with bytes already read from it put back in front.
+struct Prefixed<IO> {
+    prefix: Bytes,
+    io: IO,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let taken = self.prefix.split_to(n);
+            buf.put_slice(&taken);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 }

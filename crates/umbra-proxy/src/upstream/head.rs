@@ -210,7 +210,7 @@ fn parse_error(e: httparse::Error) -> &'static str {
 }
 
 /// `Content-Length` as one number, or a list of equal numbers (RFC 9110 section 8.6).
-fn content_length_value(value: &[u8]) -> Result<u64, HeadError> {
+pub fn content_length_value(value: &[u8]) -> Result<u64, HeadError> {
     let bad = || HeadError::ContentLength(String::from_utf8_lossy(value).into_owned());
     let mut found: Option<u64> = None;
     for part in value.split(|b| *b == b',') {

@@ -1,0 +1,797 @@
+//! Our own HTTP/1.1 server for client connections (plain, and TLS without h2).
+//!
+//! Why not hyper's server here: on a small exchange its dispatcher, the
+//! `HeaderMap` it builds and re-encodes, and its graceful-shutdown watcher cost
+//! more CPU than the rest of the live path together, and the issue asks for
+//! nginx's throughput on one core. This loop does what nginx's does: read a
+//! head, parse it with `httparse` into a request whose values are slices of
+//! the read buffer, hand it to [`forward::handle`], write the response head
+//! and a small body with one write, and wait for the next head on the same
+//! buffer. h2 (prior knowledge or ALPN) still goes to hyper.
+//!
+//! Bad input: a malformed head gets 400 and a head over `max_header_bytes`
+//! (or with too many fields) gets 431, and the connection closes; a head that
+//! does not arrive within the header timeout closes it silently, as hyper did.
+//! A request body is read by whoever polls it (the upstream client, on this
+//! task); the connection is reused only when that body was read to its end.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body as _, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::Shared;
+use crate::body::{BoxError, ClientBody, ResponseBody};
+use crate::forward::{ConnInfo, handle};
+use crate::upstream::{Decoded, Decoder, Framing, FramingError};
+
+/// More header fields than this in a request get 431.
+const MAX_FIELDS: usize = 128;
+/// Room made in the read buffer before each read.
+const READ_SPACE: usize = 8 << 10;
+/// Response data up to this size is copied behind the head (one write);
+/// larger frames are written on their own, without a copy.
+const COALESCE: usize = 16 << 10;
+
+pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
+
+/// What one client connection needs from the listener's settings.
+#[derive(Clone, Copy)]
+pub struct Limits {
+    pub header_timeout: Duration,
+    pub max_head: usize,
+}
+
+/// The read side of a connection and what was read but not used yet.
+struct Input {
+    io: Reader,
+    buf: BytesMut,
+}
+
+impl Input {
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_SPACE / 4 {
+            self.buf.reserve(READ_SPACE);
+        }
+        // `read_buf` keeps no state between polls: a new one per poll is the same future.
+        std::pin::pin!(self.io.read_buf(&mut self.buf)).poll(cx)
+    }
+
+    async fn fill(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+}
+
+/// Serves HTTP/1.1 on one connection until the client closes it, a request
+/// asks to close it, something goes wrong, or `drain` turns true.
+/// `prefix` holds bytes already read from `rd` (the listener's sniff for h2).
+pub async fn serve<W: AsyncWrite + Unpin>(
+    rd: Reader,
+    mut wr: W,
+    prefix: BytesMut,
+    shared: &Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    limits: Limits,
+    mut drain: watch::Receiver<bool>,
+) {
+    let mut input = Some(Input {
+        io: rd,
+        buf: prefix,
+    });
+    let mut out: Vec<u8> = Vec::with_capacity(1024);
+    // One timer per connection, moved only when it fires early: re-arming it
+    // for every request would touch the timer wheel twice per request.
+    let mut deadline = Instant::now() + limits.header_timeout;
+    let timer = tokio::time::sleep_until(deadline);
+    tokio::pin!(timer);
+    let mut draining = *drain.borrow_and_update();
+    let drained = async move {
+        while drain.changed().await.is_ok() {
+            if *drain.borrow() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::pin!(drained);
+    loop {
+        let Some(mut inp) = input.take() else { return };
+        if draining {
+            return;
+        }
+        // The next head: what is buffered, then what arrives before the header timeout.
+        deadline = Instant::now() + limits.header_timeout;
+        let parsed = loop {
+            match parse_head(&mut inp.buf, limits.max_head) {
+                Ok(Some(head)) => break Ok(head),
+                Ok(None) => {}
+                Err(refusal) => break Err(refusal),
+            }
+            let read = tokio::select! {
+                biased;
+                r = inp.fill() => r,
+                _ = &mut timer => {
+                    if Instant::now() < deadline {
+                        timer.as_mut().reset(deadline);
+                        continue;
+                    }
+                    return;
+                }
+                _ = &mut drained => {
+                    // Idle between requests (or mid-head): nothing in flight to finish.
+                    return;
+                }
+            };
+            match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        };
+        let head = match parsed {
+            Ok(head) => head,
+            Err(refusal) => {
+                let _ = refuse(&mut wr, refusal).await;
+                return;
+            }
+        };
+        let Head {
+            method,
+            uri,
+            version,
+            headers,
+            framing,
+            mut keep_alive,
+            expect_continue,
+        } = head;
+        let is_head = method == Method::HEAD;
+        let home = Arc::new(Mutex::new(None));
+        let body = match framing {
+            None => {
+                input = Some(inp);
+                ClientBody::Empty
+            }
+            Some(framing) => {
+                if expect_continue && version == Version::HTTP_11 {
+                    // The client waits for this before it sends the body.
+                    if wr
+                        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                ClientBody::H1(H1RequestBody {
+                    input: Some(inp),
+                    decoder: Decoder::new(framing),
+                    home: home.clone(),
+                })
+            }
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.version_mut() = version;
+        *request.headers_mut() = headers;
+        let response = match handle(shared.clone(), conn.clone(), request).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        if input.is_none() {
+            // The body's reader comes back when the body was read to its end.
+            let returned: Option<(Input, bool)> =
+                home.lock().unwrap_or_else(|e| e.into_inner()).take();
+            match returned {
+                Some((inp, true)) => input = Some(inp),
+                _ => keep_alive = false,
+            }
+        }
+        if input.is_none() {
+            keep_alive = false;
+        }
+        if !draining {
+            // A drain that began while this request was in flight: answer it, then close.
+            draining = drained_now(&mut drained);
+        }
+        if draining {
+            keep_alive = false;
+        }
+        match write_response(&mut wr, &mut out, response, is_head, version, keep_alive).await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => {
+                let _ = wr.shutdown().await;
+                return;
+            }
+        }
+        if !keep_alive {
+            let _ = wr.shutdown().await;
+            return;
+        }
+    }
+}
+
+/// Polls the drain future once: true when the listener is draining.
+fn drained_now<F: Future<Output = ()>>(drained: &mut Pin<&mut F>) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    drained.as_mut().poll(&mut cx).is_ready()
+}
+
+/// A request head, parsed.
+struct Head {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    /// None: no body.
+    framing: Option<Framing>,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+/// Why a head is refused, with the status the client gets.
+#[derive(Debug, PartialEq, Eq)]
+struct Refusal {
+    status: StatusCode,
+    why: String,
+}
+
+impl Refusal {
+    fn bad(why: impl Into<String>) -> Refusal {
+        Refusal {
+            status: StatusCode::BAD_REQUEST,
+            why: why.into(),
+        }
+    }
+}
+
+/// Parses a request head at the start of `buf`, consuming it when complete;
+/// None when more bytes are needed.
+fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusal> {
+    // Empty lines before a request line are allowed (RFC 9112 section 2.2).
+    while buf.starts_with(b"\r\n") {
+        let _ = buf.split_to(2);
+    }
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let too_large = || Refusal {
+        status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        why: format!("request head larger than {max_head} bytes"),
+    };
+    let mut fields =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut request = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut request,
+        buf,
+        &mut fields,
+    ) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > max_head => return Err(too_large()),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Refusal {
+                status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                why: format!("more than {MAX_FIELDS} header fields"),
+            });
+        }
+        Err(e) => return Err(Refusal::bad(format!("malformed request head: {e}"))),
+    };
+    if len > max_head {
+        return Err(too_large());
+    }
+    let version = match request.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let method = request.method.unwrap_or_default();
+    let method = Method::from_bytes(method.as_bytes())
+        .map_err(|_| Refusal::bad(format!("invalid method {method:?}")))?;
+
+    // Where the target and each field are, so they can be slices of the frozen head.
+    let base = buf.as_ptr() as usize;
+    let path = request.path.unwrap_or_default();
+    let target = (path.as_ptr() as usize - base, path.len());
+    let count = request.headers.len();
+    let mut spans = [(0u32, 0u16, 0u32, 0u32); MAX_FIELDS];
+    let mut keep_alive = version == Version::HTTP_11;
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding: Option<bool> = None;
+    let mut expect_continue = false;
+    for (span, field) in spans.iter_mut().zip(request.headers.iter()) {
+        let name = field.name.as_bytes();
+        let value = field.value;
+        *span = (
+            (field.name.as_ptr() as usize - base) as u32,
+            name.len() as u16,
+            (value.as_ptr() as usize - base) as u32,
+            value.len() as u32,
+        );
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = crate::upstream::content_length_value(value).map_err(|_| {
+                Refusal::bad(format!(
+                    "invalid Content-Length {:?}",
+                    String::from_utf8_lossy(value)
+                ))
+            })?;
+            if content_length.is_some_and(|m| m != n) {
+                return Err(Refusal::bad("Content-Length fields that disagree"));
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Only the last coding decides: `gzip, chunked` is chunked.
+            transfer_encoding = Some(
+                value
+                    .rsplit(|b| *b == b',')
+                    .next()
+                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked")),
+            );
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive |= version == Version::HTTP_10;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            if value.eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else {
+                return Err(Refusal {
+                    status: StatusCode::EXPECTATION_FAILED,
+                    why: format!("unsupported Expect {:?}", String::from_utf8_lossy(value)),
+                });
+            }
+        }
+    }
+    // RFC 9112 section 6.3: a request body is chunked or has a length; both at
+    // once is how requests are smuggled past proxies, so it is refused.
+    let framing = match (transfer_encoding, content_length) {
+        (Some(_), Some(_)) => {
+            return Err(Refusal::bad(
+                "both Transfer-Encoding and Content-Length in one request",
+            ));
+        }
+        (Some(true), None) if version == Version::HTTP_11 => Some(Framing::Chunked),
+        (Some(_), None) => {
+            return Err(Refusal::bad(
+                "a Transfer-Encoding that does not end in chunked",
+            ));
+        }
+        (None, Some(0) | None) => None,
+        (None, Some(n)) => Some(Framing::Length(n)),
+    };
+
+    let head: Bytes = buf.split_to(len).freeze();
+    let target = head.slice(target.0..target.0 + target.1);
+    let uri = Uri::from_maybe_shared(target.clone()).map_err(|e| {
+        Refusal::bad(format!(
+            "invalid request target {:?}: {e}",
+            String::from_utf8_lossy(&target)
+        ))
+    })?;
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(name_start, name_len, start, value_len) in &spans[..count] {
+        let name = &head[name_start as usize..name_start as usize + name_len as usize];
+        if name.eq_ignore_ascii_case(b"expect") {
+            // Answered here; the upstream gets the body without waiting.
+            continue;
+        }
+        let name = HeaderName::from_bytes(name).map_err(|_| {
+            Refusal::bad(format!(
+                "invalid header name {:?}",
+                String::from_utf8_lossy(name)
+            ))
+        })?;
+        let value = head.slice(start as usize..start as usize + value_len as usize);
+        let value = HeaderValue::from_maybe_shared(value)
+            .map_err(|_| Refusal::bad(format!("invalid value for header {name}")))?;
+        headers.append(name, value);
+    }
+    Ok(Some(Head {
+        method,
+        uri,
+        version,
+        headers,
+        framing,
+        keep_alive,
+        expect_continue,
+    }))
+}
+
+/// Answers a refused head and closes: the stream can no longer be trusted.
+async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, refusal: Refusal) -> io::Result<()> {
+    let text = format!("umbra: {}\n", refusal.why);
+    let mut out = Vec::with_capacity(160 + text.len());
+    status_line(&mut out, refusal.status);
+    out.extend_from_slice(b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n");
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(text.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(text.as_bytes());
+    wr.write_all(&out).await?;
+    wr.shutdown().await
+}
+
+fn status_line(out: &mut Vec<u8>, status: StatusCode) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the response body goes on the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Delimit {
+    None,
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+/// Writes one response. Ok(false): the connection cannot carry another
+/// exchange (the body failed or fell short of its length).
+async fn write_response<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    out: &mut Vec<u8>,
+    response: Response<ResponseBody>,
+    is_head: bool,
+    version: Version,
+    keep_alive: bool,
+) -> io::Result<bool> {
+    let (parts, mut body) = response.into_parts();
+    let status = parts.status;
+    out.clear();
+    status_line(out, status);
+    let bodiless = is_head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| crate::upstream::content_length_value(v.as_bytes()).ok());
+    let delimit = if bodiless {
+        Delimit::None
+    } else if let Some(n) = declared {
+        Delimit::Length(n)
+    } else if let Some(n) = body.size_hint().exact() {
+        Delimit::Length(n)
+    } else if version == Version::HTTP_11 {
+        Delimit::Chunked
+    } else {
+        Delimit::Close
+    };
+    let keep_alive = keep_alive && delimit != Delimit::Close;
+    for (name, value) in &parts.headers {
+        if name == header::CONNECTION || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match delimit {
+        Delimit::Length(n) if declared.is_none() => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Delimit::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if version == Version::HTTP_10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+
+    if delimit == Delimit::None {
+        // Whatever body there is (a HEAD's is empty) is not sent; dropping it records the exchange.
+        drop(body);
+        wr.write_all(out).await?;
+        return Ok(keep_alive);
+    }
+    let mut sent: u64 = 0;
+    let mut ended_well = true;
+    loop {
+        if body.is_end_stream() {
+            break;
+        }
+        // Take what is ready without waiting; flush the head first if nothing is.
+        let frame = match poll_once(&mut body) {
+            Some(f) => f,
+            None => {
+                if !out.is_empty() {
+                    wr.write_all(out).await?;
+                    out.clear();
+                }
+                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+            }
+        };
+        match frame {
+            None => break,
+            Some(Err(_)) => {
+                ended_well = false;
+                break;
+            }
+            Some(Ok(frame)) => {
+                let frame = match frame.into_data() {
+                    Ok(data) => data,
+                    Err(frame) => {
+                        if let (Delimit::Chunked, Ok(trailers)) = (delimit, frame.into_trailers()) {
+                            out.extend_from_slice(b"0\r\n");
+                            for (name, value) in &trailers {
+                                out.extend_from_slice(name.as_str().as_bytes());
+                                out.extend_from_slice(b": ");
+                                out.extend_from_slice(value.as_bytes());
+                                out.extend_from_slice(b"\r\n");
+                            }
+                            out.extend_from_slice(b"\r\n");
+                            wr.write_all(out).await?;
+                            out.clear();
+                            return Ok(keep_alive);
+                        }
+                        continue;
+                    }
+                };
+                if frame.is_empty() {
+                    continue;
+                }
+                if let Delimit::Length(n) = delimit
+                    && sent + frame.len() as u64 > n
+                {
+                    // More than the declared length would corrupt the next response.
+                    ended_well = false;
+                    break;
+                }
+                sent += frame.len() as u64;
+                if delimit == Delimit::Chunked {
+                    out.extend_from_slice(format!("{:x}\r\n", frame.len()).as_bytes());
+                }
+                if frame.len() <= COALESCE {
+                    out.extend_from_slice(&frame);
+                } else {
+                    wr.write_all(out).await?;
+                    out.clear();
+                    wr.write_all(&frame).await?;
+                }
+                if delimit == Delimit::Chunked {
+                    out.extend_from_slice(b"\r\n");
+                }
+                if out.len() >= COALESCE {
+                    wr.write_all(out).await?;
+                    out.clear();
+                }
+            }
+        }
+    }
+    if let Delimit::Length(n) = delimit
+        && sent != n
+    {
+        ended_well = false;
+    }
+    if ended_well && delimit == Delimit::Chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    if !out.is_empty() {
+        wr.write_all(out).await?;
+        out.clear();
+    }
+    Ok(ended_well && keep_alive)
+}
+
+/// One poll of the body, with a waker that does nothing: `Some` when a frame
+/// (or the end) was ready, `None` when the caller must wait properly.
+fn poll_once(body: &mut ResponseBody) -> Option<Option<Result<Frame<Bytes>, BoxError>>> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match Pin::new(body).poll_frame(&mut cx) {
+        Poll::Ready(f) => Some(f),
+        Poll::Pending => None,
+    }
+}
+
+/// A client's request body on one of our HTTP/1.1 connections, read from the
+/// connection itself by whoever polls it. When it ends, or is dropped, the
+/// reader goes back to the connection through `home`, marked complete or not.
+pub struct H1RequestBody {
+    input: Option<Input>,
+    decoder: Decoder,
+    home: Arc<Mutex<Option<(Input, bool)>>>,
+}
+
+impl H1RequestBody {
+    fn go_home(&mut self, complete: bool) {
+        if let Some(input) = self.input.take() {
+            *self.home.lock().unwrap_or_else(|e| e.into_inner()) = Some((input, complete));
+        }
+    }
+}
+
+impl Drop for H1RequestBody {
+    fn drop(&mut self) {
+        self.go_home(false);
+    }
+}
+
+/// What a client's body can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBodyError {
+    #[error("reading the client's body: {0}")]
+    Read(io::Error),
+    #[error("the client's body: {0}")]
+    Framing(FramingError),
+}
+
+impl http_body::Body for H1RequestBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        let this = &mut *self;
+        loop {
+            let Some(input) = this.input.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let step = match this.decoder.decode(&mut input.buf) {
+                Ok(Decoded::NeedMore) => match input.poll_fill(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(0)) => this.decoder.eof(),
+                    Poll::Ready(Ok(_)) => continue,
+                    Poll::Ready(Err(e)) => {
+                        this.go_home(false);
+                        return Poll::Ready(Some(Err(ClientBodyError::Read(e))));
+                    }
+                },
+                other => other,
+            };
+            let frame = match step {
+                Ok(Decoded::Data(data)) => Frame::data(data),
+                Ok(Decoded::Trailers(t)) => Frame::trailers(t),
+                Ok(Decoded::End) => {
+                    this.go_home(true);
+                    return Poll::Ready(None);
+                }
+                Ok(Decoded::NeedMore) => continue,
+                Err(e) => {
+                    this.go_home(false);
+                    return Poll::Ready(Some(Err(ClientBodyError::Framing(e))));
+                }
+            };
+            if this.decoder.is_done() {
+                this.go_home(true);
+            }
+            return Poll::Ready(Some(Ok(frame)));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.input.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.decoder.remaining() {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(wire: &[u8]) -> Result<Option<Head>, Refusal> {
+        let mut buf = BytesMut::from(wire);
+        parse_head(&mut buf, 16 << 10)
+    }
+
+    #[test]
+    fn heads_parse_into_requests_with_their_framing_and_reuse() {
+        let head = parse(b"POST /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.method, Method::POST);
+        assert_eq!(head.uri, "/a?b=1");
+        assert_eq!(head.headers["host"], "x");
+        assert_eq!(head.framing, Some(Framing::Length(5)));
+        assert!(head.keep_alive);
+
+        let head = parse(
+            b"PUT / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(head.framing, Some(Framing::Chunked));
+        assert!(!head.keep_alive);
+
+        let head = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert_eq!(head.framing, None);
+        assert!(!head.keep_alive, "1.0 closes unless asked");
+        let head = parse(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(head.keep_alive);
+
+        let head = parse(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(head.expect_continue);
+        assert!(!head.headers.contains_key("expect"), "answered here");
+    }
+
+    #[test]
+    fn partial_heads_wait_and_the_rest_of_the_buffer_stays() {
+        let wire = b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\n";
+        for cut in 0..30 {
+            assert!(parse(&wire[..cut]).unwrap().is_none(), "cut at {cut}");
+        }
+        let mut buf = BytesMut::from(&wire[..]);
+        let head = parse_head(&mut buf, 1 << 10).unwrap().unwrap();
+        assert_eq!(head.uri, "/one");
+        assert_eq!(&buf[..], b"GET /two HTTP/1.1\r\n");
+        assert!(parse_head(&mut buf, 1 << 10).unwrap().is_none());
+    }
+
+    #[test]
+    fn bad_heads_are_refused_with_400_or_431() {
+        let status = |wire: &[u8]| parse(wire).err().map(|r| r.status);
+        assert_eq!(status(b"GARBAGE\r\n\r\n"), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            status(b"GET / HTTP/1.1\r\nExpect: magic\r\n\r\n"),
+            Some(StatusCode::EXPECTATION_FAILED)
+        );
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
+        assert_eq!(
+            status(big.as_bytes()),
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        );
+        // Too large even before it is complete.
+        assert_eq!(
+            status(&big.as_bytes()[..17_000]),
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        );
+        let many: String = (0..200).map(|i| format!("X-{i}: 1\r\n")).collect();
+        assert_eq!(
+            status(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()),
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        );
+    }
+}
