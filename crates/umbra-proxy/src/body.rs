@@ -79,7 +79,8 @@ pub struct RequestBody {
     inner: Option<ClientBody>,
     timeout: Duration,
     idle: Option<Pin<Box<Sleep>>>,
-    tally: Arc<AtomicU64>,
+    /// Bytes passed on so far; None for a body that was empty from the start.
+    tally: Option<Arc<AtomicU64>>,
     tee: Option<Tee>,
 }
 
@@ -94,7 +95,7 @@ impl RequestBody {
     pub fn new(
         inner: ClientBody,
         timeout: Duration,
-        tally: Arc<AtomicU64>,
+        tally: Option<Arc<AtomicU64>>,
         copy: Option<(CopyDraft, u64)>,
     ) -> Self {
         RequestBody {
@@ -119,7 +120,7 @@ impl Default for RequestBody {
             inner: None,
             timeout: Duration::ZERO,
             idle: None,
-            tally: Arc::default(),
+            tally: None,
             tee: None,
         }
     }
@@ -155,7 +156,9 @@ impl Body for RequestBody {
                         .reset(tokio::time::Instant::now() + this.timeout);
                 }
                 if let Some(data) = frame.data_ref() {
-                    this.tally.fetch_add(data.len() as u64, Relaxed);
+                    if let Some(t) = &this.tally {
+                        t.fetch_add(data.len() as u64, Relaxed);
+                    }
                     if let Some(tee) = &mut this.tee {
                         tee.keep(data);
                     }
@@ -234,7 +237,7 @@ pub struct LiveFinish {
     pub exchange: Exchange,
     pub recorder: Recorder,
     pub started: Instant,
-    pub request_tally: Arc<AtomicU64>,
+    pub request_tally: Option<Arc<AtomicU64>>,
     pub lease: Option<Lease>,
 }
 
@@ -242,7 +245,7 @@ impl LiveFinish {
     pub fn finish(mut self, response_bytes: u64, error: Option<&'static str>) {
         self.exchange.duration = self.started.elapsed();
         self.exchange.response_bytes = response_bytes;
-        self.exchange.request_bytes = self.request_tally.load(Relaxed);
+        self.exchange.request_bytes = self.request_tally.as_ref().map_or(0, |t| t.load(Relaxed));
         if error.is_some() && self.exchange.error.is_none() {
             self.exchange.error = error;
         }

@@ -84,9 +84,13 @@ pub async fn handle(
     });
 
     // Tracing: our span continues the caller's trace (W3C or B3) or starts one.
-    let trace = shared
-        .tracer
-        .start(TraceContext::from_headers(&parts.headers).as_ref());
+    let trace = if shared.tracer.is_enabled() {
+        shared
+            .tracer
+            .start(TraceContext::from_headers(&parts.headers).as_ref())
+    } else {
+        None
+    };
 
     // Mirroring: decide, and draft the copy before production sees the request.
     // A request that is itself a copy (a shadow pointed back at us) is never copied again.
@@ -163,7 +167,8 @@ pub async fn handle(
     {
         parts.headers.insert(header::HOST, v.clone());
     }
-    let tally = Arc::new(AtomicU64::new(0));
+    // Most requests have no body: no counter to allocate for them.
+    let tally = (!body.is_end_stream()).then(|| Arc::new(AtomicU64::new(0)));
     let body = RequestBody::new(body, g.config.listen.body_timeout, tally.clone(), tee);
     parts.version = Version::HTTP_11;
 
@@ -428,24 +433,31 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
 fn add_forwarded(
     headers: &mut HeaderMap,
     how: Forwarded,
     conn: &ConnInfo,
     host: Option<&HeaderValue>,
 ) {
+    // Names are constants and per-connection parts are made once: this runs on every request.
     let ip = conn.peer.ip();
     let proto = if conn.tls { "https" } else { "http" };
     if matches!(how, Forwarded::XForwardedFor | Forwarded::Both) {
-        let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let value = match headers
+            .get(&X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+        {
             Some(prev) => HeaderValue::from_str(&format!("{prev}, {ip}")).ok(),
             None => conn.peer_value.clone(),
         };
         if let Some(v) = value {
-            headers.insert("x-forwarded-for", v);
+            headers.insert(X_FORWARDED_FOR, v);
         }
-        if !headers.contains_key("x-forwarded-proto") {
-            headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+        if let header::Entry::Vacant(e) = headers.entry(X_FORWARDED_PROTO) {
+            e.insert(HeaderValue::from_static(proto));
         }
     }
     if matches!(how, Forwarded::Forwarded | Forwarded::Both) {

@@ -11,7 +11,8 @@
 //!
 //! Bad input: a malformed head gets 400 and a head over `max_header_bytes`
 //! (or with too many fields) gets 431, and the connection closes; a head that
-//! does not arrive within the header timeout closes it silently, as hyper did.
+//! does not arrive within the header timeout closes it silently, as hyper did
+//! (on a kept-alive connection, within one to two timeouts: see [`serve`]).
 //! A request body is read by whoever polls it (the upstream client, on this
 //! task); the connection is reused only when that body was read to its end.
 
@@ -88,10 +89,12 @@ pub async fn serve<W: AsyncWrite + Unpin>(
         buf: prefix,
     });
     let mut out: Vec<u8> = Vec::with_capacity(1024);
-    // One timer per connection, moved only when it fires early: re-arming it
-    // for every request would touch the timer wheel twice per request.
-    let mut deadline = Instant::now() + limits.header_timeout;
-    let timer = tokio::time::sleep_until(deadline);
+    // One timer per connection, re-armed only when it fires after a request was
+    // answered: re-arming it for every request would touch the timer wheel (and
+    // the clock) on every request. So a head must arrive within one to two header
+    // timeouts of the previous answer, and within one of the connection's start.
+    let mut answered_since_armed = false;
+    let timer = tokio::time::sleep(limits.header_timeout);
     tokio::pin!(timer);
     let mut draining = *drain.borrow_and_update();
     let drained = async move {
@@ -109,7 +112,6 @@ pub async fn serve<W: AsyncWrite + Unpin>(
             return;
         }
         // The next head: what is buffered, then what arrives before the header timeout.
-        deadline = Instant::now() + limits.header_timeout;
         let parsed = loop {
             match parse_head(&mut inp.buf, limits.max_head) {
                 Ok(Some(head)) => break Ok(head),
@@ -120,8 +122,9 @@ pub async fn serve<W: AsyncWrite + Unpin>(
                 biased;
                 r = inp.fill() => r,
                 _ = &mut timer => {
-                    if Instant::now() < deadline {
-                        timer.as_mut().reset(deadline);
+                    if answered_since_armed {
+                        answered_since_armed = false;
+                        timer.as_mut().reset(Instant::now() + limits.header_timeout);
                         continue;
                     }
                     return;
@@ -216,6 +219,7 @@ pub async fn serve<W: AsyncWrite + Unpin>(
             let _ = wr.shutdown().await;
             return;
         }
+        answered_since_armed = true;
     }
 }
 
