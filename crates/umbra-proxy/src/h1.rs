@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use crate::Shared;
 use crate::body::{BoxError, ClientBody, ResponseBody};
 use crate::forward::{ConnInfo, handle};
-use crate::upstream::{Decoded, Decoder, Framing, FramingError};
+use crate::upstream::{Decoded, Decoder, Framing, FramingError, field_span};
 
 /// More header fields than this in a request get 431.
 const MAX_FIELDS: usize = 128;
@@ -306,7 +306,7 @@ fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refus
     let path = request.path.unwrap_or_default();
     let target = (path.as_ptr() as usize - base, path.len());
     let count = request.headers.len();
-    let mut spans = [(0u32, 0u16, 0u32, 0u32); MAX_FIELDS];
+    let mut spans = [[0u32; 4]; MAX_FIELDS];
     let mut keep_alive = version == Version::HTTP_11;
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding: Option<bool> = None;
@@ -314,12 +314,7 @@ fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refus
     for (span, field) in spans.iter_mut().zip(request.headers.iter()) {
         let name = field.name.as_bytes();
         let value = field.value;
-        *span = (
-            (field.name.as_ptr() as usize - base) as u32,
-            name.len() as u16,
-            (value.as_ptr() as usize - base) as u32,
-            value.len() as u32,
-        );
+        *span = field_span(base, field);
         if name.eq_ignore_ascii_case(b"content-length") {
             let n = crate::upstream::content_length_value(value).map_err(|_| {
                 Refusal::bad(format!(
@@ -385,7 +380,7 @@ fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refus
         ))
     })?;
     let mut headers = HeaderMap::with_capacity(count);
-    for &(name_start, name_len, start, value_len) in &spans[..count] {
+    for &[name_start, name_len, start, value_len] in &spans[..count] {
         let name = &head[name_start as usize..name_start as usize + name_len as usize];
         if name.eq_ignore_ascii_case(b"expect") {
             // Answered here; the upstream gets the body without waiting.
