@@ -5,7 +5,6 @@
 //! server pick (a few atomics), and one `try_send` of the finished exchange.
 //! Nothing here awaits anything but production.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -48,11 +47,30 @@ impl ConnInfo {
     }
 }
 
+/// What the live path answers: production's (or the canary's) response, or one made here.
+pub struct LiveResponse {
+    pub status: StatusCode,
+    /// Production's fields as they came (for our HTTP/1.1 server to pass on
+    /// verbatim), or a map.
+    pub fields: upstream::Fields,
+    pub body: ResponseBody,
+}
+
+impl LiveResponse {
+    /// For hyper's server (h2), which wants a map.
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let mut response = Response::new(self.body);
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.fields.into_map();
+        response
+    }
+}
+
 pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     request: Request<ClientBody>,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> LiveResponse {
     let started = Instant::now();
     let received = SystemTime::now();
     let g = shared.generation.load_full();
@@ -191,16 +209,16 @@ pub async fn handle(
         )
         .await;
         match result {
-            Ok(Ok(response)) => {
+            Ok(Ok(reply)) => {
                 let now = Instant::now();
                 let head_time = now.saturating_duration_since(sent);
                 lease.observe_at(head_time, now);
-                let status = response.status();
+                let status = reply.status;
                 pool.outcome(&endpoint, matches!(status.as_u16(), 502..=504));
-                let (mut rparts, rbody) = response.into_parts();
-                if matches!(rbody, upstream::Body::Hyper(_)) {
-                    // Our own client drops hop-by-hop fields while it parses the head.
-                    strip_hop_by_hop(&mut rparts.headers);
+                let mut fields = reply.fields;
+                if let upstream::Fields::Map(map) = &mut fields {
+                    // Our own client drops hop-by-hop fields while it parses the head; hyper's does not.
+                    strip_hop_by_hop(map);
                 }
                 let exchange = Exchange {
                     role,
@@ -222,10 +240,11 @@ pub async fn handle(
                     request_tally: tally,
                     lease: Some(lease),
                 };
-                return Ok(Response::from_parts(
-                    rparts,
-                    ResponseBody::upstream(rbody, finish),
-                ));
+                return LiveResponse {
+                    status,
+                    fields,
+                    body: ResponseBody::upstream(reply.body, finish),
+                };
             }
             Ok(Err(SendError { error, unsent })) => {
                 let slow_client = chain_has::<BodyTimeout>(&error);
@@ -278,7 +297,7 @@ pub async fn handle(
                     )
                 };
                 drop(lease);
-                return Ok(local(
+                return local(
                     &shared,
                     role,
                     info,
@@ -288,7 +307,7 @@ pub async fn handle(
                     &endpoint.name,
                     status,
                     why,
-                ));
+                );
             }
             Err(_) => {
                 pool.outcome(&endpoint, true);
@@ -299,7 +318,7 @@ pub async fn handle(
                     endpoint.name,
                     g.config.production.timeout
                 );
-                return Ok(local(
+                return local(
                     &shared,
                     role,
                     info,
@@ -309,7 +328,7 @@ pub async fn handle(
                     &endpoint.name,
                     StatusCode::GATEWAY_TIMEOUT,
                     why,
-                ));
+                );
             }
         }
     }
@@ -327,7 +346,7 @@ fn local(
     upstream: &Arc<str>,
     status: StatusCode,
     why: String,
-) -> Response<ResponseBody> {
+) -> LiveResponse {
     let text = format!("umbra: {why}\n");
     shared.recorder.record(Exchange {
         role,
@@ -346,18 +365,19 @@ fn local(
         twin,
         trace,
     });
-    let mut response = Response::new(ResponseBody::text(text));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
+    let mut fields = HeaderMap::with_capacity(2);
+    fields.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     if status == StatusCode::REQUEST_TIMEOUT {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        fields.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    response
+    LiveResponse {
+        status,
+        fields: upstream::Fields::Map(fields),
+        body: ResponseBody::text(text),
+    }
 }
 
 fn chain_has<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -446,10 +466,7 @@ fn add_forwarded(
     let ip = conn.peer.ip();
     let proto = if conn.tls { "https" } else { "http" };
     if matches!(how, Forwarded::XForwardedFor | Forwarded::Both) {
-        let value = match headers
-            .get(&X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-        {
+        let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(prev) => HeaderValue::from_str(&format!("{prev}, {ip}")).ok(),
             None => conn.peer_value.clone(),
         };

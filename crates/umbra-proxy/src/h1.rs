@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, StatusCode, Uri, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
@@ -32,8 +32,8 @@ use tokio::time::Instant;
 
 use crate::Shared;
 use crate::body::{BoxError, ClientBody, ResponseBody};
-use crate::forward::{ConnInfo, handle};
-use crate::upstream::{Decoded, Decoder, Framing, FramingError, field_span};
+use crate::forward::{ConnInfo, LiveResponse, handle};
+use crate::upstream::{Decoded, Decoder, Fields, Framing, FramingError, field_span};
 
 /// More header fields than this in a request get 431.
 const MAX_FIELDS: usize = 128;
@@ -185,10 +185,7 @@ pub async fn serve<W: AsyncWrite + Unpin>(
         *request.uri_mut() = uri;
         *request.version_mut() = version;
         *request.headers_mut() = headers;
-        let response = match handle(shared.clone(), conn.clone(), request).await {
-            Ok(r) => r,
-            Err(never) => match never {},
-        };
+        let response = handle(shared.clone(), conn.clone(), request).await;
         if input.is_none() {
             // The body's reader comes back when the body was read to its end.
             let returned: Option<(Input, bool)> =
@@ -379,7 +376,8 @@ fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refus
             String::from_utf8_lossy(&target)
         ))
     })?;
-    let mut headers = HeaderMap::with_capacity(count);
+    // Room for the forwarding fields the live path adds, so the map is not regrown.
+    let mut headers = HeaderMap::with_capacity(count + 3);
     for &[name_start, name_len, start, value_len] in &spans[..count] {
         let name = &head[name_start as usize..name_start as usize + name_len as usize];
         if name.eq_ignore_ascii_case(b"expect") {
@@ -444,23 +442,35 @@ enum Delimit {
 async fn write_response<W: AsyncWrite + Unpin>(
     wr: &mut W,
     out: &mut Vec<u8>,
-    response: Response<ResponseBody>,
+    response: LiveResponse,
     is_head: bool,
     version: Version,
     keep_alive: bool,
 ) -> io::Result<bool> {
-    let (parts, mut body) = response.into_parts();
-    let status = parts.status;
+    let LiveResponse {
+        status,
+        fields,
+        mut body,
+    } = response;
     out.clear();
     status_line(out, status);
     let bodiless = is_head
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| crate::upstream::content_length_value(v.as_bytes()).ok());
+    // Production's fields go out as they came when they can; a map otherwise.
+    let fields = match fields {
+        Fields::Raw(raw) if raw.verbatim().is_some() => Fields::Raw(raw),
+        other => Fields::Map(other.into_map()),
+    };
+    let (declared, has_date) = match &fields {
+        Fields::Raw(raw) => (raw.content_length, raw.has_date),
+        Fields::Map(map) => (
+            map.get(header::CONTENT_LENGTH)
+                .and_then(|v| crate::upstream::content_length_value(v.as_bytes()).ok()),
+            map.contains_key(header::DATE),
+        ),
+    };
     let delimit = if bodiless {
         Delimit::None
     } else if let Some(n) = declared {
@@ -472,17 +482,31 @@ async fn write_response<W: AsyncWrite + Unpin>(
     } else {
         Delimit::Close
     };
-    let keep_alive = keep_alive && delimit != Delimit::Close;
-    for (name, value) in &parts.headers {
-        if name == header::CONNECTION || name == header::TRANSFER_ENCODING {
-            continue;
+    // A response made here can ask to close (a client too slow with its body).
+    let asks_close = matches!(&fields, Fields::Map(map) if map
+        .get(header::CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close")));
+    let keep_alive = keep_alive && delimit != Delimit::Close && !asks_close;
+    match &fields {
+        Fields::Raw(raw) => {
+            for lines in raw.verbatim().into_iter().flatten() {
+                out.extend_from_slice(lines);
+            }
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        Fields::Map(map) => {
+            for (name, value) in map {
+                if name == header::CONNECTION || name == header::TRANSFER_ENCODING {
+                    continue;
+                }
+                out.extend_from_slice(name.as_str().as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
     }
-    if !parts.headers.contains_key(header::DATE) {
+    drop(fields);
+    if !has_date {
         out.extend_from_slice(b"date: ");
         out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
         out.extend_from_slice(b"\r\n");

@@ -212,7 +212,8 @@ async fn serve_hyper<IO>(
     let service = {
         let shared = shared.clone();
         service_fn(move |request: Request<Incoming>| {
-            handle(shared.clone(), info.clone(), request.map(ClientBody::Hyper))
+            let answer = handle(shared.clone(), info.clone(), request.map(ClientBody::Hyper));
+            async move { Ok::<_, std::convert::Infallible>(answer.await.into_response()) }
         })
     };
     let conn = builder.serve_connection(TokioIo::new(io), service);

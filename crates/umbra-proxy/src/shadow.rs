@@ -501,8 +501,8 @@ impl Dispatcher {
                         .await
                         .map_err(|e| e.error)?;
                     let head_time = started.elapsed();
-                    let status = response.status().as_u16();
-                    let mut body = response.into_body();
+                    let status = response.status.as_u16();
+                    let mut body = response.body;
                     let mut body_bytes = 0u64;
                     while let Some(frame) = body.frame().await {
                         let frame =

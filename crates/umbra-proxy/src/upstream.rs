@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap};
-use http::{Method, Request, Response, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -38,7 +38,7 @@ pub use self::body::H1Body;
 use self::conn::Conn;
 pub use self::conn::{ConnectError, Idle};
 pub use self::decode::{Decoded, Decoder, Framing, FramingError};
-pub use self::head::{HeadError, content_length_value, field_span, is_hop_by_hop};
+pub use self::head::{HeadError, RawFields, content_length_value, field_span, is_hop_by_hop};
 use self::head::{Parsed, RequestFraming};
 use crate::body::BoxError;
 use crate::config::UpstreamUrl;
@@ -167,6 +167,39 @@ impl http_body::Body for Body {
     }
 }
 
+/// A response's fields, from any upstream.
+pub enum Fields {
+    /// From hyper (https upstreams), or made here.
+    Map(HeaderMap),
+    /// From our HTTP/1.1 client: passed on as they came when the client speaks HTTP/1.1.
+    Raw(RawFields),
+}
+
+impl Fields {
+    pub fn into_map(self) -> HeaderMap {
+        match self {
+            Fields::Map(m) => m,
+            Fields::Raw(r) => r.to_header_map(),
+        }
+    }
+}
+
+/// A response head and its body, from any upstream.
+pub struct Reply {
+    pub status: StatusCode,
+    pub fields: Fields,
+    pub body: Body,
+}
+
+impl Reply {
+    pub fn into_response(self) -> Response<Body> {
+        let mut response = Response::new(self.body);
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.fields.into_map();
+        response
+    }
+}
+
 /// The client for one kind of request body.
 pub struct Client<B> {
     connect_timeout: Duration,
@@ -187,22 +220,14 @@ where
 
     /// Sends `request` (its URI's path and query; its headers as they are) to
     /// `to`, and returns the response as soon as its head has arrived.
-    pub async fn send(
-        &self,
-        to: &Target,
-        request: Request<B>,
-    ) -> Result<Response<Body>, SendError<B>> {
+    pub async fn send(&self, to: &Target, request: Request<B>) -> Result<Reply, SendError<B>> {
         if to.url.is_https() {
             return self.send_hyper(to, request).await;
         }
         self.send_h1(to, request).await
     }
 
-    async fn send_hyper(
-        &self,
-        to: &Target,
-        request: Request<B>,
-    ) -> Result<Response<Body>, SendError<B>> {
+    async fn send_hyper(&self, to: &Target, request: Request<B>) -> Result<Reply, SendError<B>> {
         let (mut parts, body) = request.into_parts();
         parts.uri = match upstream_uri(&to.url, &parts.uri) {
             Ok(u) => u,
@@ -223,7 +248,14 @@ where
             )
         });
         match self.hyper.request(Request::from_parts(parts, body)).await {
-            Ok(response) => Ok(response.map(Body::Hyper)),
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                Ok(Reply {
+                    status: parts.status,
+                    fields: Fields::Map(parts.headers),
+                    body: Body::Hyper(body),
+                })
+            }
             Err(e) => {
                 let unsent = match replay {
                     Some((method, uri, headers)) if e.is_connect() => {
@@ -243,11 +275,7 @@ where
         }
     }
 
-    async fn send_h1(
-        &self,
-        to: &Target,
-        request: Request<B>,
-    ) -> Result<Response<Body>, SendError<B>> {
+    async fn send_h1(&self, to: &Target, request: Request<B>) -> Result<Reply, SendError<B>> {
         let (parts, mut body) = request.into_parts();
         let framing = request_framing(&parts.method, &parts.headers, &body);
         let (mut conn, mut reused) = match to.idle.take() {
@@ -328,10 +356,11 @@ where
                 keep.then(|| to.idle.clone()),
             )),
         };
-        let mut response = Response::new(body);
-        *response.status_mut() = head.status;
-        *response.headers_mut() = head.headers;
-        Ok(response)
+        Ok(Reply {
+            status: head.status,
+            fields: Fields::Raw(head.fields),
+            body,
+        })
     }
 }
 

@@ -35,7 +35,7 @@ pub enum HeadError {
 #[derive(Debug)]
 pub struct ResponseHead {
     pub status: StatusCode,
-    pub headers: HeaderMap,
+    pub fields: RawFields,
     pub framing: Framing,
     /// The connection may carry another request once this response is read.
     pub keep_alive: bool,
@@ -107,6 +107,7 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Parsed, Hea
     let mut chunked = false;
     let mut transfer_encoding = false;
     let mut listed_hop_by_hop = false;
+    let mut has_date = false;
     for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
         let name = field.name.as_bytes();
         let value = field.value;
@@ -126,6 +127,8 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Parsed, Hea
                 .rsplit(|b| *b == b',')
                 .next()
                 .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"date") {
+            has_date = true;
         } else if name.eq_ignore_ascii_case(b"connection") {
             for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
@@ -167,40 +170,161 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Parsed, Hea
     };
 
     let head: Bytes = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for &[name_start, name_len, start, value_len] in &spans[..count] {
-        let name = &head[name_start as usize..name_start as usize + name_len as usize];
-        if is_hop_by_hop(name) {
-            continue;
-        }
-        let name = HeaderName::from_bytes(name)
-            .map_err(|_| HeadError::Field(String::from_utf8_lossy(name).into_owned()))?;
-        let value = head.slice(start as usize..start as usize + value_len as usize);
-        let value = HeaderValue::from_maybe_shared(value)
-            .map_err(|_| HeadError::Field(name.as_str().to_string()))?;
-        headers.append(name, value);
-    }
-    if listed_hop_by_hop {
-        // Names the Connection field lists describe this hop only.
-        for &[name_start, name_len, start, value_len] in &spans[..count] {
-            let name = &head[name_start as usize..name_start as usize + name_len as usize];
-            if !name.eq_ignore_ascii_case(b"connection") {
-                continue;
-            }
-            let value = &head[start as usize..start as usize + value_len as usize];
-            for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                if let Ok(listed) = HeaderName::from_bytes(token) {
-                    headers.remove(listed);
-                }
-            }
-        }
-    }
+    // Fields are passed on as they came unless the Connection field names some
+    // (they must go too) or both framings came (the length must not be kept).
+    let both_framings = transfer_encoding && content_length.is_some();
+    let verbatim = !listed_hop_by_hop && !both_framings;
+    let fields = RawFields::new(
+        head,
+        &spans[..count],
+        verbatim,
+        content_length.filter(|_| !both_framings),
+        has_date,
+    );
     Ok(Parsed::Head(ResponseHead {
         status,
-        headers,
+        fields,
         framing,
         keep_alive,
     }))
+}
+
+/// The most stretches of end-to-end fields a head passed on verbatim may have
+/// (one more than the hop-by-hop fields between them).
+const MAX_RUNS: usize = 8;
+
+/// A response's header fields as they came, to be passed on without building
+/// a `HeaderMap`: the frozen head, and the stretches of it that hold the
+/// end-to-end fields (hop-by-hop ones cut out), each line with its CRLF.
+/// A head that cannot be passed on verbatim (bare LF line ends, fields the
+/// Connection field names, too many cuts) is turned into a map instead.
+#[derive(Debug, Clone)]
+pub struct RawFields {
+    head: Bytes,
+    runs: [(u32, u32); MAX_RUNS],
+    /// None: use [`RawFields::to_header_map`].
+    n_runs: Option<u8>,
+    /// The Content-Length field's value, when there is one that frames the
+    /// body (not beside a Transfer-Encoding, where it is dropped).
+    pub content_length: Option<u64>,
+    pub has_date: bool,
+}
+
+impl RawFields {
+    fn new(
+        head: Bytes,
+        spans: &[[u32; 4]],
+        verbatim: bool,
+        content_length: Option<u64>,
+        has_date: bool,
+    ) -> RawFields {
+        let mut fields = RawFields {
+            head,
+            runs: [(0, 0); MAX_RUNS],
+            n_runs: None,
+            content_length,
+            has_date,
+        };
+        if verbatim {
+            fields.n_runs = fields.cut(spans);
+        }
+        fields
+    }
+
+    /// The stretches between hop-by-hop lines; None when a line does not end in CRLF.
+    fn cut(&mut self, spans: &[[u32; 4]]) -> Option<u8> {
+        let head = &self.head[..];
+        if !head.ends_with(b"\r\n\r\n") {
+            return None;
+        }
+        let block_end = (head.len() - 2) as u32;
+        let mut n = 0usize;
+        let mut open: Option<u32> = None;
+        for (i, span) in spans.iter().enumerate() {
+            let start = span[0];
+            // A line ends where the next begins (values lose trailing blanks to the parser).
+            let end = spans.get(i + 1).map_or(block_end, |next| next[0]);
+            if end < 2 || &head[end as usize - 2..end as usize] != b"\r\n" {
+                return None;
+            }
+            let name = &head[start as usize..(start + span[1]) as usize];
+            if is_hop_by_hop(name) {
+                if let Some(from) = open.take() {
+                    *self.runs.get_mut(n)? = (from, start);
+                    n += 1;
+                }
+            } else if open.is_none() {
+                open = Some(start);
+            }
+        }
+        if let Some(from) = open {
+            *self.runs.get_mut(n)? = (from, block_end);
+            n += 1;
+        }
+        Some(n as u8)
+    }
+
+    /// The end-to-end field lines as they came, CRLFs included; None when
+    /// they cannot be passed on verbatim.
+    pub fn verbatim(&self) -> Option<impl Iterator<Item = &[u8]>> {
+        let n = self.n_runs? as usize;
+        Some(
+            self.runs[..n]
+                .iter()
+                .map(|&(from, to)| &self.head[from as usize..to as usize]),
+        )
+    }
+
+    /// The end-to-end fields as a map (for h2 clients, and heads that cannot
+    /// go verbatim). Values are slices of the head, not copies. The parser
+    /// accepted every field already; one the `http` crate would refuse is left out.
+    pub fn to_header_map(&self) -> HeaderMap {
+        let mut parsed =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let complete = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            &self.head,
+            &mut parsed,
+        );
+        if !matches!(complete, Ok(httparse::Status::Complete(_))) {
+            return HeaderMap::new();
+        }
+        let mut headers = HeaderMap::with_capacity(response.headers.len());
+        let mut listed_hop_by_hop = false;
+        for field in response.headers.iter() {
+            let name = field.name.as_bytes();
+            if is_hop_by_hop(name) {
+                listed_hop_by_hop |= name.eq_ignore_ascii_case(b"connection");
+                continue;
+            }
+            let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name),
+                HeaderValue::from_maybe_shared(self.head.slice_ref(field.value)),
+            ) else {
+                continue;
+            };
+            headers.append(name, value);
+        }
+        if listed_hop_by_hop {
+            // Names the Connection field lists describe this hop only.
+            for field in response.headers.iter() {
+                if !field.name.eq_ignore_ascii_case("connection") {
+                    continue;
+                }
+                for token in field.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    if let Ok(listed) = HeaderName::from_bytes(token) {
+                        headers.remove(listed);
+                    }
+                }
+            }
+        }
+        if self.content_length.is_none() {
+            // Both framings came (or none): the body is re-framed, a length would lie.
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        headers
+    }
 }
 
 fn parse_error(e: httparse::Error) -> &'static str {
@@ -347,13 +471,13 @@ mod tests {
         let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nServer: x\r\n\r\nok");
         assert_eq!(h.framing, Framing::Length(2));
         assert!(h.keep_alive);
-        assert_eq!(h.headers["content-length"], "2");
-        assert_eq!(h.headers["server"], "x");
+        assert_eq!(h.fields.to_header_map()["content-length"], "2");
+        assert_eq!(h.fields.to_header_map()["server"], "x");
 
         let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
         assert_eq!(h.framing, Framing::Chunked);
         assert!(h.keep_alive);
-        assert!(!h.headers.contains_key("transfer-encoding"));
+        assert!(!h.fields.to_header_map().contains_key("transfer-encoding"));
 
         let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n");
         assert_eq!(h.framing, Framing::UntilClose);
@@ -369,7 +493,7 @@ mod tests {
 
         let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n");
         assert!(!h.keep_alive);
-        assert!(!h.headers.contains_key("connection"));
+        assert!(!h.fields.to_header_map().contains_key("connection"));
 
         let h = head(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n");
         assert!(!h.keep_alive, "1.0 closes by default");
@@ -386,7 +510,7 @@ mod tests {
         ) {
             Ok(Parsed::Head(h)) => {
                 assert_eq!(h.framing, Framing::Empty);
-                assert_eq!(h.headers["content-length"], "5");
+                assert_eq!(h.fields.to_header_map()["content-length"], "5");
             }
             other => panic!("{other:?}"),
         }
@@ -399,10 +523,64 @@ mod tests {
         let h = head(
             b"HTTP/1.1 200 OK\r\nX-Hop: 1\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Kept: 1\r\nUpgrade: h2c\r\nContent-Length: 0\r\n\r\n",
         );
-        let mut names: Vec<_> = h.headers.keys().map(|n| n.as_str()).collect();
+        let map = h.fields.to_header_map();
+        let mut names: Vec<_> = map.keys().map(|n| n.as_str()).collect();
         names.sort();
         assert_eq!(names, ["content-length", "x-kept"]);
         assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn fields_pass_on_verbatim_without_hop_by_hop_lines() {
+        let h = head(
+            b"HTTP/1.1 200 OK\r\nServer: x\r\nConnection: keep-alive\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\nDate: d\r\nX-A:  spaced  \r\n\r\nok",
+        );
+        let lines: Vec<u8> = h
+            .fields
+            .verbatim()
+            .expect("verbatim")
+            .flatten()
+            .copied()
+            .collect();
+        assert_eq!(
+            String::from_utf8(lines).unwrap(),
+            "Server: x\r\nContent-Length: 2\r\nDate: d\r\nX-A:  spaced  \r\n"
+        );
+        assert_eq!(h.fields.content_length, Some(2));
+        assert!(h.fields.has_date);
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert!(!h.fields.has_date);
+
+        // Bare LF line ends, names the Connection field lists, and both framings: a map instead.
+        for wire in [
+            &b"HTTP/1.1 200 OK\nServer: x\nContent-Length: 0\n\n"[..],
+            b"HTTP/1.1 200 OK\r\nX-Hop: 1\r\nConnection: X-Hop\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+        ] {
+            let h = head(wire);
+            assert!(
+                h.fields.verbatim().is_none(),
+                "{}",
+                String::from_utf8_lossy(wire)
+            );
+            let map = h.fields.to_header_map();
+            assert!(!map.contains_key("x-hop") && !map.contains_key("connection"));
+            assert!(!map.contains_key("transfer-encoding"));
+        }
+        let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n");
+        assert!(
+            !h.fields.to_header_map().contains_key("content-length"),
+            "the length would lie"
+        );
+        assert_eq!(h.fields.content_length, None);
+
+        // More cuts than stretches kept: a map.
+        let many: String = (0..10)
+            .map(|i| format!("X-{i}: 1\r\nKeep-Alive: 1\r\n"))
+            .collect();
+        let h = head(format!("HTTP/1.1 200 OK\r\n{many}Content-Length: 0\r\n\r\n").as_bytes());
+        assert!(h.fields.verbatim().is_none());
+        assert_eq!(h.fields.to_header_map().len(), 11);
     }
 
     #[test]

@@ -182,7 +182,11 @@ where
     B: http_body::Body<Data = Bytes> + Default + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    let response = c.send(t, r).await.map_err(|e| e.error.to_string())?;
+    let response = c
+        .send(t, r)
+        .await
+        .map_err(|e| e.error.to_string())?
+        .into_response();
     let status = response.status();
     let body = response
         .into_body()
@@ -309,7 +313,7 @@ async fn bodies_end_by_length_chunks_or_close() {
         .await
         .map_err(|e| e.error)
         .expect("response");
-    let collected = response.into_body().collect().await.expect("body");
+    let collected = response.body.collect().await.expect("body");
     assert_eq!(
         collected.trailers().map(|t| t["x-t"].clone()),
         Some("1".parse().expect("v"))
