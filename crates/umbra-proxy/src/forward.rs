@@ -6,9 +6,10 @@
 //! Nothing here awaits anything but production.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -16,6 +17,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::time::Sleep;
 use umbra_trace::TraceContext;
 
 use crate::Shared;
@@ -66,10 +68,13 @@ impl LiveResponse {
     }
 }
 
+/// Answers one client request. `timer` is the connection's own timer for the
+/// production timeout (see [`within`]); without one, each request gets its own.
 pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     request: Request<ClientBody>,
+    mut timer: Option<&mut Pin<Box<Sleep>>>,
 ) -> LiveResponse {
     let started = Instant::now();
     let received = SystemTime::now();
@@ -203,13 +208,15 @@ pub async fn handle(
         let endpoint = lease.endpoint.clone();
         apply_host(request.headers_mut(), host_policy, &endpoint.url);
         let sent = Instant::now();
-        let result = tokio::time::timeout(
+        let result = within(
+            timer.as_deref_mut(),
             g.config.production.timeout,
+            sent,
             g.upstream.send(&endpoint.target, request),
         )
         .await;
         match result {
-            Ok(Ok(reply)) => {
+            Some(Ok(reply)) => {
                 let now = Instant::now();
                 let head_time = now.saturating_duration_since(sent);
                 lease.observe_at(head_time, now);
@@ -246,7 +253,7 @@ pub async fn handle(
                     body: ResponseBody::upstream(reply.body, finish),
                 };
             }
-            Ok(Err(SendError { error, unsent })) => {
+            Some(Err(SendError { error, unsent })) => {
                 let slow_client = chain_has::<BodyTimeout>(&error);
                 if !slow_client {
                     pool.outcome(&endpoint, true);
@@ -309,7 +316,7 @@ pub async fn handle(
                     why,
                 );
             }
-            Err(_) => {
+            None => {
                 pool.outcome(&endpoint, true);
                 drop(lease);
                 let why = format!(
@@ -329,6 +336,40 @@ pub async fn handle(
                     StatusCode::GATEWAY_TIMEOUT,
                     why,
                 );
+            }
+        }
+    }
+}
+
+/// `fut`'s output, or None when `limit` passed since `from` first.
+///
+/// With a connection's timer: the timer stays armed for an earlier request's
+/// deadline when that is no later than this one's, fires early then, and is
+/// moved on. So it is re-armed about once per `limit`, not twice per request
+/// (arming and disarming a fresh one each time touches the timer wheel twice).
+async fn within<F: Future>(
+    timer: Option<&mut Pin<Box<Sleep>>>,
+    limit: Duration,
+    from: Instant,
+    fut: F,
+) -> Option<F::Output> {
+    let Some(timer) = timer else {
+        return tokio::time::timeout(limit, fut).await.ok();
+    };
+    let deadline = tokio::time::Instant::from_std(from + limit);
+    if timer.deadline() > deadline || timer.is_elapsed() {
+        timer.as_mut().reset(deadline);
+    }
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut fut => return Some(out),
+            _ = timer.as_mut() => {
+                if tokio::time::Instant::now() >= deadline {
+                    return None;
+                }
+                timer.as_mut().reset(deadline);
             }
         }
     }
@@ -535,6 +576,37 @@ mod tests {
             h["forwarded"],
             "for=\"[2001:db8::1]\";proto=https;host=\"shop.example\""
         );
+    }
+
+    #[tokio::test]
+    async fn a_kept_timer_times_out_each_request_from_its_own_start() {
+        let limit = Duration::from_millis(150);
+        let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
+        // A quick answer leaves the timer armed for this request's deadline.
+        let from = Instant::now();
+        assert_eq!(
+            within(Some(&mut timer), limit, from, async { 7 }).await,
+            Some(7)
+        );
+        // A later request that never answers: cut at its own deadline, not the earlier one.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let from = Instant::now();
+        let never = std::future::pending::<()>();
+        assert_eq!(within(Some(&mut timer), limit, from, never).await, None);
+        let took = from.elapsed();
+        assert!(took >= limit && took < limit * 3, "{took:?}");
+        // An answer that comes before the limit, with the timer already spent.
+        let from = Instant::now();
+        let slow = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            1
+        };
+        assert_eq!(within(Some(&mut timer), limit, from, slow).await, Some(1));
+        // Without a kept timer, the same rule.
+        let from = Instant::now();
+        let never = std::future::pending::<()>();
+        assert_eq!(within(None, limit, from, never).await, None);
+        assert!(from.elapsed() >= limit);
     }
 
     #[test]

@@ -27,12 +27,12 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::Shared;
 use crate::body::{BoxError, ClientBody, ResponseBody};
 use crate::forward::{ConnInfo, LiveResponse, handle};
+use crate::server::DrainSignal;
 use crate::upstream::{Decoded, Decoder, Fields, Framing, FramingError, field_span};
 
 /// More header fields than this in a request get 431.
@@ -73,7 +73,7 @@ impl Input {
 }
 
 /// Serves HTTP/1.1 on one connection until the client closes it, a request
-/// asks to close it, something goes wrong, or `drain` turns true.
+/// asks to close it, something goes wrong, or the listener drains.
 /// `prefix` holds bytes already read from `rd` (the listener's sniff for h2).
 pub async fn serve<W: AsyncWrite + Unpin>(
     rd: Reader,
@@ -82,7 +82,7 @@ pub async fn serve<W: AsyncWrite + Unpin>(
     shared: &Arc<Shared>,
     conn: Arc<ConnInfo>,
     limits: Limits,
-    mut drain: watch::Receiver<bool>,
+    drain: DrainSignal,
 ) {
     let mut input = Some(Input {
         io: rd,
@@ -96,19 +96,12 @@ pub async fn serve<W: AsyncWrite + Unpin>(
     let mut answered_since_armed = false;
     let timer = tokio::time::sleep(limits.header_timeout);
     tokio::pin!(timer);
-    let mut draining = *drain.borrow_and_update();
-    let drained = async move {
-        while drain.changed().await.is_ok() {
-            if *drain.borrow() {
-                return;
-            }
-        }
-        std::future::pending::<()>().await
-    };
-    tokio::pin!(drained);
+    tokio::pin!(drain);
+    // The production timeout's timer, kept across requests (see `forward::within`).
+    let mut production_timer = Box::pin(tokio::time::sleep(Duration::ZERO));
     loop {
         let Some(mut inp) = input.take() else { return };
-        if draining {
+        if drain.draining() {
             return;
         }
         // The next head: what is buffered, then what arrives before the header timeout.
@@ -129,7 +122,7 @@ pub async fn serve<W: AsyncWrite + Unpin>(
                     }
                     return;
                 }
-                _ = &mut drained => {
+                _ = &mut drain => {
                     // Idle between requests (or mid-head): nothing in flight to finish.
                     return;
                 }
@@ -185,7 +178,13 @@ pub async fn serve<W: AsyncWrite + Unpin>(
         *request.uri_mut() = uri;
         *request.version_mut() = version;
         *request.headers_mut() = headers;
-        let response = handle(shared.clone(), conn.clone(), request).await;
+        let response = handle(
+            shared.clone(),
+            conn.clone(),
+            request,
+            Some(&mut production_timer),
+        )
+        .await;
         if input.is_none() {
             // The body's reader comes back when the body was read to its end.
             let returned: Option<(Input, bool)> =
@@ -198,11 +197,8 @@ pub async fn serve<W: AsyncWrite + Unpin>(
         if input.is_none() {
             keep_alive = false;
         }
-        if !draining {
+        if drain.draining() {
             // A drain that began while this request was in flight: answer it, then close.
-            draining = drained_now(&mut drained);
-        }
-        if draining {
             keep_alive = false;
         }
         match write_response(&mut wr, &mut out, response, is_head, version, keep_alive).await {
@@ -218,12 +214,6 @@ pub async fn serve<W: AsyncWrite + Unpin>(
         }
         answered_since_armed = true;
     }
-}
-
-/// Polls the drain future once: true when the listener is draining.
-fn drained_now<F: Future<Output = ()>>(drained: &mut Pin<&mut F>) -> bool {
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    drained.as_mut().poll(&mut cx).is_ready()
 }
 
 /// A request head, parsed.

@@ -6,14 +6,16 @@
 //! that does not arrive within the header timeout closes it too (slowloris).
 //! A TLS handshake gets the same time limit.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use atomic_waker::AtomicWaker;
 use bytes::{Bytes, BytesMut};
 use http::Request;
 use hyper::body::Incoming;
@@ -78,6 +80,75 @@ pub fn tls_config(
     Ok(config)
 }
 
+/// Tells every connection that the listener drains, and wakes the idle ones.
+///
+/// Why not a `watch` channel: a connection waits on this between every two
+/// requests, and polling a `watch` (a `Notify`) takes a lock each time; here a
+/// wait costs an atomic waker registration, and only connecting and closing lock.
+#[derive(Default)]
+pub struct Drain {
+    draining: AtomicBool,
+    waiting: Mutex<HashMap<u64, Arc<AtomicWaker>>>,
+    ids: AtomicU64,
+}
+
+impl Drain {
+    /// One connection's view: a future that is ready once the drain began.
+    pub fn signal(self: &Arc<Drain>) -> DrainSignal {
+        let waker = Arc::new(AtomicWaker::new());
+        let id = self.ids.fetch_add(1, Relaxed);
+        self.lock().insert(id, waker.clone());
+        DrainSignal {
+            drain: self.clone(),
+            id,
+            waker,
+        }
+    }
+
+    fn start(&self) {
+        self.draining.store(true, SeqCst);
+        for waker in self.lock().values() {
+            waker.wake();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<AtomicWaker>>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub struct DrainSignal {
+    drain: Arc<Drain>,
+    id: u64,
+    waker: Arc<AtomicWaker>,
+}
+
+impl DrainSignal {
+    pub fn draining(&self) -> bool {
+        self.drain.draining.load(SeqCst)
+    }
+}
+
+impl Future for DrainSignal {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Register first, then look: a drain that starts in between still wakes us.
+        self.waker.register(cx.waker());
+        if self.draining() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for DrainSignal {
+    fn drop(&mut self) {
+        self.drain.lock().remove(&self.id);
+    }
+}
+
 /// Accepts connections until `stop` flips, then lets the requests in flight
 /// finish for up to the drain timeout. Returns the connections still open then.
 pub async fn accept_loop(
@@ -86,7 +157,7 @@ pub async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) -> usize {
     // Every connection watches this: idle ones close at once, busy ones after their answer.
-    let (drain_tx, drain_rx) = watch::channel(false);
+    let drain = Arc::new(Drain::default());
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -112,14 +183,14 @@ pub async fn accept_loop(
         };
         drop(generation);
         let shared = shared.clone();
-        let drain = drain_rx.clone();
+        let drain = drain.signal();
         tokio::spawn(async move {
             serve(stream, peer, builder, tls, limits, &shared, drain).await;
             shared.conns.open.fetch_sub(1, Relaxed);
         });
     }
     drop(listener);
-    let _ = drain_tx.send(true);
+    drain.start();
     let deadline =
         tokio::time::Instant::now() + shared.generation.load().config.listen.drain_timeout;
     loop {
@@ -141,7 +212,7 @@ async fn serve(
     tls: Option<TlsAcceptor>,
     limits: h1::Limits,
     shared: &Arc<Shared>,
-    drain: watch::Receiver<bool>,
+    drain: DrainSignal,
 ) {
     let info = Arc::new(ConnInfo::new(peer, tls.is_some()));
     match tls {
@@ -205,14 +276,19 @@ async fn serve_hyper<IO>(
     builder: &auto::Builder<TokioExecutor>,
     shared: &Arc<Shared>,
     info: Arc<ConnInfo>,
-    mut drain: watch::Receiver<bool>,
+    drain: DrainSignal,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = {
         let shared = shared.clone();
         service_fn(move |request: Request<Incoming>| {
-            let answer = handle(shared.clone(), info.clone(), request.map(ClientBody::Hyper));
+            let answer = handle(
+                shared.clone(),
+                info.clone(),
+                request.map(ClientBody::Hyper),
+                None,
+            );
             async move { Ok::<_, std::convert::Infallible>(answer.await.into_response()) }
         })
     };
@@ -220,7 +296,7 @@ async fn serve_hyper<IO>(
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}
-        _ = async { drain.wait_for(|d| *d).await.map(|_| ()) } => {
+        _ = drain => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
