@@ -23,7 +23,8 @@ use tokio::time::Sleep;
 
 use crate::h1::H1RequestBody;
 use crate::pool::Lease;
-use crate::record::{Exchange, Recorder};
+use crate::Shared;
+use crate::record::Exchange;
 use crate::shadow::{CopyDraft, NotMirrored};
 use crate::upstream;
 
@@ -235,7 +236,9 @@ impl Drop for Tee {
 /// What is needed to record a live exchange once its response body is done.
 pub struct LiveFinish {
     pub exchange: Exchange,
-    pub recorder: Recorder,
+    /// The request's own handle on the proxy, moved here (not a clone of the
+    /// recorder: that is five reference counts up and down per request).
+    pub shared: Arc<Shared>,
     pub started: Instant,
     pub request_tally: Option<Arc<AtomicU64>>,
     pub lease: Option<Lease>,
@@ -250,7 +253,7 @@ impl LiveFinish {
             self.exchange.error = error;
         }
         drop(self.lease.take());
-        self.recorder.record(self.exchange);
+        self.shared.recorder.record(self.exchange);
     }
 }
 

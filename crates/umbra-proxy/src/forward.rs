@@ -242,7 +242,7 @@ pub async fn handle(
                 };
                 let finish = LiveFinish {
                     exchange,
-                    recorder: shared.recorder.clone(),
+                    shared,
                     started,
                     request_tally: tally,
                     lease: Some(lease),
