@@ -21,9 +21,9 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
+use crate::Shared;
 use crate::h1::H1RequestBody;
 use crate::pool::Lease;
-use crate::Shared;
 use crate::record::Exchange;
 use crate::shadow::{CopyDraft, NotMirrored};
 use crate::upstream;
@@ -82,7 +82,9 @@ pub struct RequestBody {
     idle: Option<Pin<Box<Sleep>>>,
     /// Bytes passed on so far; None for a body that was empty from the start.
     tally: Option<Arc<AtomicU64>>,
-    tee: Option<Tee>,
+    /// Boxed: a draft copy is large, and a request (with its body) is moved
+    /// several times on its way to production; most requests are not copied.
+    tee: Option<Box<Tee>>,
 }
 
 struct Tee {
@@ -104,11 +106,13 @@ impl RequestBody {
             timeout,
             idle: None,
             tally,
-            tee: copy.map(|(draft, max)| Tee {
-                chunks: Vec::new(),
-                size: 0,
-                max,
-                draft: Some(draft),
+            tee: copy.map(|(draft, max)| {
+                Box::new(Tee {
+                    chunks: Vec::new(),
+                    size: 0,
+                    max,
+                    draft: Some(draft),
+                })
             }),
         }
     }

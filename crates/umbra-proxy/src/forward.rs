@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -208,11 +209,12 @@ pub async fn handle(
         let endpoint = lease.endpoint.clone();
         apply_host(request.headers_mut(), host_policy, &endpoint.url);
         let sent = Instant::now();
+        let send = std::pin::pin!(g.upstream.send(&endpoint.target, request));
         let result = within(
             timer.as_deref_mut(),
             g.config.production.timeout,
             sent,
-            g.upstream.send(&endpoint.target, request),
+            send,
         )
         .await;
         match result {
@@ -347,32 +349,39 @@ pub async fn handle(
 /// deadline when that is no later than this one's, fires early then, and is
 /// moved on. So it is re-armed about once per `limit`, not twice per request
 /// (arming and disarming a fresh one each time touches the timer wheel twice).
+/// `fut` is polled where it lies: the upstream exchange is a large future, and
+/// moving it into a wrapper costs a copy of it.
 async fn within<F: Future>(
     timer: Option<&mut Pin<Box<Sleep>>>,
     limit: Duration,
     from: Instant,
-    fut: F,
+    mut fut: Pin<&mut F>,
 ) -> Option<F::Output> {
-    let Some(timer) = timer else {
-        return tokio::time::timeout(limit, fut).await.ok();
+    let mut own;
+    let timer = match timer {
+        Some(t) => t,
+        None => {
+            own = Box::pin(tokio::time::sleep(limit));
+            &mut own
+        }
     };
     let deadline = tokio::time::Instant::from_std(from + limit);
     if timer.deadline() > deadline || timer.is_elapsed() {
         timer.as_mut().reset(deadline);
     }
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        tokio::select! {
-            biased;
-            out = &mut fut => return Some(out),
-            _ = timer.as_mut() => {
-                if tokio::time::Instant::now() >= deadline {
-                    return None;
-                }
-                timer.as_mut().reset(deadline);
-            }
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
         }
-    }
+        while timer.as_mut().poll(cx).is_ready() {
+            if tokio::time::Instant::now() >= deadline {
+                return Poll::Ready(None);
+            }
+            timer.as_mut().reset(deadline);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// A response made here (an upstream failure), recorded like any other.
@@ -585,26 +594,26 @@ mod tests {
         // A quick answer leaves the timer armed for this request's deadline.
         let from = Instant::now();
         assert_eq!(
-            within(Some(&mut timer), limit, from, async { 7 }).await,
+            within(Some(&mut timer), limit, from, std::pin::pin!(async { 7 })).await,
             Some(7)
         );
         // A later request that never answers: cut at its own deadline, not the earlier one.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let from = Instant::now();
-        let never = std::future::pending::<()>();
+        let never = std::pin::pin!(std::future::pending::<()>());
         assert_eq!(within(Some(&mut timer), limit, from, never).await, None);
         let took = from.elapsed();
         assert!(took >= limit && took < limit * 3, "{took:?}");
         // An answer that comes before the limit, with the timer already spent.
         let from = Instant::now();
-        let slow = async {
+        let slow = std::pin::pin!(async {
             tokio::time::sleep(Duration::from_millis(50)).await;
             1
-        };
+        });
         assert_eq!(within(Some(&mut timer), limit, from, slow).await, Some(1));
         // Without a kept timer, the same rule.
         let from = Instant::now();
-        let never = std::future::pending::<()>();
+        let never = std::pin::pin!(std::future::pending::<()>());
         assert_eq!(within(None, limit, from, never).await, None);
         assert!(from.elapsed() >= limit);
     }
