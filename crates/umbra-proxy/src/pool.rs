@@ -146,6 +146,11 @@ impl Pool {
 
     /// Picks a server for a request, avoiding `avoid` (a retry) when there is another.
     pub fn pick(&self, avoid: Option<&Endpoint>) -> Lease {
+        if let [only] = &self.endpoints[..] {
+            // One server: it gets every request whatever its state (as when all are
+            // out), so there is nothing to weigh, draw or time.
+            return self.lease(only.clone());
+        }
         let now = nanos_since(self.epoch);
         let mut candidates: [usize; 2] = [usize::MAX; 2];
         // Two distinct servers, each drawn in proportion to weight (the second
@@ -210,7 +215,10 @@ impl Pool {
         } else {
             candidates[0]
         };
-        let endpoint = self.endpoints[index.min(self.endpoints.len() - 1)].clone();
+        self.lease(self.endpoints[index.min(self.endpoints.len() - 1)].clone())
+    }
+
+    fn lease(&self, endpoint: Arc<Endpoint>) -> Lease {
         endpoint.in_flight.fetch_add(1, Relaxed);
         endpoint.requests.fetch_add(1, Relaxed);
         Lease {
