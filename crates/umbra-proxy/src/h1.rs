@@ -149,7 +149,8 @@ pub async fn serve<W: AsyncWrite + Unpin>(
             expect_continue,
         } = head;
         let is_head = method == Method::HEAD;
-        let home = Arc::new(Mutex::new(None));
+        // Where a body's reader comes back; made only for requests that have a body.
+        let mut home: Option<Arc<Mutex<Option<(Input, bool)>>>> = None;
         let body = match framing {
             None => {
                 input = Some(inp);
@@ -166,10 +167,11 @@ pub async fn serve<W: AsyncWrite + Unpin>(
                         return;
                     }
                 }
+                let slot = home.insert(Arc::new(Mutex::new(None)));
                 ClientBody::H1(H1RequestBody {
                     input: Some(inp),
                     decoder: Decoder::new(framing),
-                    home: home.clone(),
+                    home: slot.clone(),
                 })
             }
         };
@@ -185,10 +187,9 @@ pub async fn serve<W: AsyncWrite + Unpin>(
             Some(&mut production_timer),
         )
         .await;
-        if input.is_none() {
+        if let Some(home) = home {
             // The body's reader comes back when the body was read to its end.
-            let returned: Option<(Input, bool)> =
-                home.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let returned = home.lock().unwrap_or_else(|e| e.into_inner()).take();
             match returned {
                 Some((inp, true)) => input = Some(inp),
                 _ => keep_alive = false,
