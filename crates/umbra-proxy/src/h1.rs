@@ -150,7 +150,7 @@ pub async fn serve<W: AsyncWrite + Unpin>(
         } = head;
         let is_head = method == Method::HEAD;
         // Where a body's reader comes back; made only for requests that have a body.
-        let mut home: Option<Arc<Mutex<Option<(Input, bool)>>>> = None;
+        let mut home: Option<Home> = None;
         let body = match framing {
             None => {
                 input = Some(inp);
@@ -629,8 +629,11 @@ fn poll_once(body: &mut ResponseBody) -> Option<Option<Result<Frame<Bytes>, BoxE
 pub struct H1RequestBody {
     input: Option<Input>,
     decoder: Decoder,
-    home: Arc<Mutex<Option<(Input, bool)>>>,
+    home: Home,
 }
+
+/// Where a body's reader goes back to its connection: the reader, and whether the body ended.
+type Home = Arc<Mutex<Option<(Input, bool)>>>;
 
 impl H1RequestBody {
     fn go_home(&mut self, complete: bool) {
