@@ -838,6 +838,43 @@ mod tests {
     }
 
     #[test]
+    fn every_thread_s_exchanges_reach_the_series_even_from_threads_that_exit() {
+        let stats = Arc::new(Mutex::new(StatsTable::default()));
+        let settings = Arc::new(Mutex::new(RecorderSettings {
+            profiles: None,
+            access_log: None,
+        }));
+        let (recorder, thread) = start(stats.clone(), settings, None, Tracer::disabled());
+        // Four threads that record and exit at once, and this one.
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let r = recorder.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        r.record(exchange(Role::Production, "/a", None));
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        for _ in 0..500 {
+            recorder.record(exchange(Role::Production, "/a", None));
+        }
+        // Dropping the last recorder ends the thread after its last pass.
+        drop(recorder);
+        thread.join().unwrap();
+        let stats = stats.lock().unwrap();
+        let counted: u64 = stats
+            .series
+            .values()
+            .map(|s| s.by_class.iter().sum::<u64>())
+            .sum();
+        assert_eq!(counted, 4500);
+    }
+
+    #[test]
     fn routes_are_the_profile_set_templates_of_known_paths_only() {
         let routes = Routes::new(Templater::from_templates([
             "/api/items/{id}",
