@@ -33,7 +33,7 @@ use crate::Shared;
 use crate::body::{BoxError, ClientBody, ResponseBody};
 use crate::forward::{ConnInfo, LiveResponse, handle};
 use crate::server::DrainSignal;
-use crate::upstream::{Decoded, Decoder, Fields, Framing, FramingError, field_span};
+use crate::upstream::{Decoded, Decoder, Fields, Framing, FramingError, Spans, field_span};
 
 /// More header fields than this in a request get 431.
 const MAX_FIELDS: usize = 128;
@@ -294,7 +294,8 @@ fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refus
     let path = request.path.unwrap_or_default();
     let target = (path.as_ptr() as usize - base, path.len());
     let count = request.headers.len();
-    let mut spans = [[0u32; 4]; MAX_FIELDS];
+    let mut spans = Spans::new(count);
+    let spans = spans.slots();
     let mut keep_alive = version == Version::HTTP_11;
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding: Option<bool> = None;
@@ -369,7 +370,7 @@ fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refus
     })?;
     // Room for the forwarding fields the live path adds, so the map is not regrown.
     let mut headers = HeaderMap::with_capacity(count + 3);
-    for &[name_start, name_len, start, value_len] in &spans[..count] {
+    for &[name_start, name_len, start, value_len] in spans.iter() {
         let name = &head[name_start as usize..name_start as usize + name_len as usize];
         if name.eq_ignore_ascii_case(b"expect") {
             // Answered here; the upstream gets the body without waiting.
@@ -805,6 +806,13 @@ mod tests {
             status(&big.as_bytes()[..17_000]),
             Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
         );
+        // Many fields (past what the stack holds) are fine up to the limit.
+        let some: String = (0..100).map(|i| format!("X-{i}: {i}\r\n")).collect();
+        let head = parse(format!("GET / HTTP/1.1\r\n{some}\r\n").as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.headers.len(), 100);
+        assert_eq!(head.headers["x-99"], "99");
         let many: String = (0..200).map(|i| format!("X-{i}: 1\r\n")).collect();
         assert_eq!(
             status(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()),

@@ -38,7 +38,9 @@ pub use self::body::H1Body;
 use self::conn::Conn;
 pub use self::conn::{ConnectError, Idle};
 pub use self::decode::{Decoded, Decoder, Framing, FramingError};
-pub use self::head::{HeadError, RawFields, content_length_value, field_span, is_hop_by_hop};
+pub use self::head::{
+    HeadError, RawFields, Spans, content_length_value, field_span, is_hop_by_hop,
+};
 use self::head::{Parsed, RequestFraming};
 use crate::body::BoxError;
 use crate::config::UpstreamUrl;

@@ -51,6 +51,33 @@ pub enum Parsed {
     Partial,
 }
 
+/// Room for the field offsets of one head: on the stack for the usual few
+/// fields (zeroing room for the most a head may have cost more than the
+/// parse), on the heap past that. It lives on the stack for one parse, so the
+/// variants' size difference is the point.
+#[allow(clippy::large_enum_variant)]
+pub enum Spans {
+    Few([[u32; 4]; 24], usize),
+    Many(Vec<[u32; 4]>),
+}
+
+impl Spans {
+    pub fn new(count: usize) -> Spans {
+        if count <= 24 {
+            Spans::Few([[0; 4]; 24], count)
+        } else {
+            Spans::Many(vec![[0; 4]; count])
+        }
+    }
+
+    pub fn slots(&mut self) -> &mut [[u32; 4]] {
+        match self {
+            Spans::Few(a, n) => &mut a[..*n],
+            Spans::Many(v) => v,
+        }
+    }
+}
+
 /// Where a parsed field's name and value are, as offsets from `base` (the
 /// start of the head) and lengths, so they can become slices of the frozen head.
 /// Four `u32`s: an array of them is zeroed with one memset, where a tuple with
@@ -100,8 +127,9 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Parsed, Hea
 
     // Where each field is, so the values can be slices of the frozen head.
     let base = buf.as_ptr() as usize;
-    let mut spans = [[0u32; 4]; MAX_HEADERS];
     let count = response.headers.len();
+    let mut spans = Spans::new(count);
+    let spans = spans.slots();
     let mut keep_alive = version == Version::HTTP_11;
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
@@ -176,7 +204,7 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Parsed, Hea
     let verbatim = !listed_hop_by_hop && !both_framings;
     let fields = RawFields::new(
         head,
-        &spans[..count],
+        spans,
         verbatim,
         content_length.filter(|_| !both_framings),
         has_date,
