@@ -33,7 +33,9 @@ use crate::Shared;
 use crate::body::{BoxError, ClientBody, ResponseBody};
 use crate::forward::{ConnInfo, LiveResponse, handle};
 use crate::server::DrainSignal;
-use crate::upstream::{Decoded, Decoder, Fields, Framing, FramingError, Spans, field_span};
+use crate::upstream::{
+    BodyStep, Decoder, Fields, Framing, FramingError, Source, Spans, field_span, poll_body,
+};
 
 /// More header fields than this in a request get 431.
 const MAX_FIELDS: usize = 128;
@@ -56,6 +58,16 @@ pub struct Limits {
 struct Input {
     io: Reader,
     buf: BytesMut,
+}
+
+impl Source for Input {
+    fn buf(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        Input::poll_fill(self, cx)
+    }
 }
 
 impl Input {
@@ -668,40 +680,31 @@ impl http_body::Body for H1RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         let this = &mut *self;
-        loop {
-            let Some(input) = this.input.as_mut() else {
-                return Poll::Ready(None);
-            };
-            let step = match this.decoder.decode(&mut input.buf) {
-                Ok(Decoded::NeedMore) => match input.poll_fill(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(0)) => this.decoder.eof(),
-                    Poll::Ready(Ok(_)) => continue,
-                    Poll::Ready(Err(e)) => {
-                        this.go_home(false);
-                        return Poll::Ready(Some(Err(ClientBodyError::Read(e))));
+        let Some(input) = this.input.as_mut() else {
+            return Poll::Ready(None);
+        };
+        Poll::Ready(
+            match std::task::ready!(poll_body(&mut this.decoder, input, cx)) {
+                BodyStep::Frame(frame) => {
+                    if this.decoder.is_done() {
+                        this.go_home(true);
                     }
-                },
-                other => other,
-            };
-            let frame = match step {
-                Ok(Decoded::Data(data)) => Frame::data(data),
-                Ok(Decoded::Trailers(t)) => Frame::trailers(t),
-                Ok(Decoded::End) => {
+                    Some(Ok(frame))
+                }
+                BodyStep::End => {
                     this.go_home(true);
-                    return Poll::Ready(None);
+                    None
                 }
-                Ok(Decoded::NeedMore) => continue,
-                Err(e) => {
+                BodyStep::Read(e) => {
                     this.go_home(false);
-                    return Poll::Ready(Some(Err(ClientBodyError::Framing(e))));
+                    Some(Err(ClientBodyError::Read(e)))
                 }
-            };
-            if this.decoder.is_done() {
-                this.go_home(true);
-            }
-            return Poll::Ready(Some(Ok(frame)));
-        }
+                BodyStep::Framing(e) => {
+                    this.go_home(false);
+                    Some(Err(ClientBodyError::Framing(e)))
+                }
+            },
+        )
     }
 
     fn is_end_stream(&self) -> bool {

@@ -37,7 +37,7 @@ use tokio::net::TcpStream;
 pub use self::body::H1Body;
 use self::conn::Conn;
 pub use self::conn::{ConnectError, Idle};
-pub use self::decode::{Decoded, Decoder, Framing, FramingError};
+pub use self::decode::{BodyStep, Decoded, Decoder, Framing, FramingError, Source, poll_body};
 pub use self::head::{
     HeadError, RawFields, Spans, content_length_value, field_span, is_hop_by_hop,
 };

@@ -3,14 +3,14 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 use super::UpstreamError;
 use super::conn::{Conn, Idle};
-use super::decode::{Decoded, Decoder};
+use super::decode::{BodyStep, Decoder, poll_body};
 
 pub struct H1Body {
     conn: Option<Conn>,
@@ -54,41 +54,30 @@ impl http_body::Body for H1Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
         let this = &mut *self;
-        loop {
-            let Some(conn) = this.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            let step = match this.decoder.decode(&mut conn.rbuf) {
-                Ok(Decoded::NeedMore) => match conn.poll_fill(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(0)) => this.decoder.eof(),
-                    Poll::Ready(Ok(_)) => continue,
-                    Poll::Ready(Err(e)) => {
-                        this.conn = None;
-                        return Poll::Ready(Some(Err(UpstreamError::Read(e))));
-                    }
-                },
-                other => other,
-            };
-            let frame = match step {
-                Ok(Decoded::Data(data)) => Frame::data(data),
-                Ok(Decoded::Trailers(t)) => Frame::trailers(t),
-                Ok(Decoded::End) => {
+        let Some(conn) = this.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        Poll::Ready(match ready!(poll_body(&mut this.decoder, conn, cx)) {
+            BodyStep::Frame(frame) => {
+                if this.decoder.is_done() {
+                    // The last piece: the connection is free before the caller asks again.
                     this.release();
-                    return Poll::Ready(None);
                 }
-                Ok(Decoded::NeedMore) => continue,
-                Err(e) => {
-                    this.conn = None;
-                    return Poll::Ready(Some(Err(UpstreamError::Framing(e))));
-                }
-            };
-            if this.decoder.is_done() {
-                // The last piece: the connection is free before the caller asks again.
-                this.release();
+                Some(Ok(frame))
             }
-            return Poll::Ready(Some(Ok(frame)));
-        }
+            BodyStep::End => {
+                this.release();
+                None
+            }
+            BodyStep::Read(e) => {
+                this.conn = None;
+                Some(Err(UpstreamError::Read(e)))
+            }
+            BodyStep::Framing(e) => {
+                this.conn = None;
+                Some(Err(UpstreamError::Framing(e)))
+            }
+        })
     }
 
     fn is_end_stream(&self) -> bool {

@@ -30,6 +30,16 @@ pub struct Conn {
     pub(super) wbuf: Vec<u8>,
 }
 
+impl super::decode::Source for Conn {
+    fn buf(&mut self) -> &mut BytesMut {
+        &mut self.rbuf
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        Conn::poll_fill(self, cx)
+    }
+}
+
 impl Conn {
     pub(super) async fn connect(addr: &str, timeout: Duration) -> Result<Conn, ConnectError> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {

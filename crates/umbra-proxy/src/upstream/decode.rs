@@ -46,6 +46,54 @@ pub enum FramingError {
     ShortChunked,
 }
 
+/// Where a body is read from: a buffer, and a way to read more into it.
+pub trait Source {
+    fn buf(&mut self) -> &mut BytesMut;
+    /// Reads more into the buffer; `Ok(0)` is end of stream.
+    fn poll_fill(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<usize>>;
+}
+
+/// What [`poll_body`] found.
+pub enum BodyStep {
+    Frame(http_body::Frame<Bytes>),
+    /// The body is complete (nothing more to hand out).
+    End,
+    Read(std::io::Error),
+    Framing(FramingError),
+}
+
+/// The next piece of a body read from `source`, for an `http_body::Body`
+/// (the upstream's response body and the client's request body share this).
+/// After a `Frame`, `decoder.is_done()` says whether that was the last one.
+pub fn poll_body(
+    decoder: &mut Decoder,
+    source: &mut impl Source,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<BodyStep> {
+    use std::task::Poll;
+    loop {
+        let step = match decoder.decode(source.buf()) {
+            Ok(Decoded::NeedMore) => match source.poll_fill(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => decoder.eof(),
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Ready(Err(e)) => return Poll::Ready(BodyStep::Read(e)),
+            },
+            other => other,
+        };
+        return Poll::Ready(match step {
+            Ok(Decoded::Data(data)) => BodyStep::Frame(http_body::Frame::data(data)),
+            Ok(Decoded::Trailers(t)) => BodyStep::Frame(http_body::Frame::trailers(t)),
+            Ok(Decoded::End) => BodyStep::End,
+            Ok(Decoded::NeedMore) => continue,
+            Err(e) => BodyStep::Framing(e),
+        });
+    }
+}
+
 /// One step of decoding.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decoded {
