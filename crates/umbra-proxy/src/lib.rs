@@ -41,7 +41,6 @@ use http::HeaderName;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -73,7 +72,8 @@ pub struct Generation {
     pub canary: Option<CanaryRoute>,
     /// Request headers the access log format names.
     pub log_captured: Vec<HeaderName>,
-    pub http: Arc<auto::Builder<TokioExecutor>>,
+    /// hyper's h2 server settings.
+    pub http: Arc<hyper::server::conn::http2::Builder<TokioExecutor>>,
     pub tls: Option<TlsAcceptor>,
     /// Dropping the generation drops this, which ends its background tasks.
     _stop: watch::Sender<()>,

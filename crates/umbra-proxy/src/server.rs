@@ -19,9 +19,9 @@ use atomic_waker::AtomicWaker;
 use bytes::{Bytes, BytesMut};
 use http::Request;
 use hyper::body::Incoming;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -39,15 +39,11 @@ pub struct ConnCounters {
     pub tls_failed: AtomicU64,
 }
 
-pub fn builder(listen: &Listen) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(listen.header_timeout)
-        .max_buf_size(listen.max_header_bytes.0.max(8192) as usize)
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
+/// hyper's server, for h2 only: HTTP/1.x is `h1.rs`'s, and the listener has
+/// already told the two apart (preface or ALPN).
+pub fn builder(listen: &Listen) -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
         .max_header_list_size(listen.max_header_bytes.0.min(u32::MAX as u64) as u32)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .max_concurrent_streams(Some(1024));
@@ -208,7 +204,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 async fn serve(
     mut stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<http2::Builder<TokioExecutor>>,
     tls: Option<TlsAcceptor>,
     limits: h1::Limits,
     shared: &Arc<Shared>,
@@ -273,7 +269,7 @@ async fn serve(
 /// h2 through hyper, shut down gracefully when the listener drains.
 async fn serve_hyper<IO>(
     io: IO,
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &http2::Builder<TokioExecutor>,
     shared: &Arc<Shared>,
     info: Arc<ConnInfo>,
     drain: DrainSignal,
