@@ -31,8 +31,8 @@ fi
 if [[ -n ${UMBRA:-} ]]; then
   umbra=$UMBRA
 else
-  cargo build --release -q -p umbra
-  umbra=$PWD/target/release/umbra
+  cargo build --profile dist -q -p umbra
+  umbra=$PWD/target/dist/umbra
 fi
 
 if (($(nproc) >= 2)); then

@@ -37,8 +37,8 @@ fi
 if [[ -n ${UMBRA:-} ]]; then
   umbra=$UMBRA
 else
-  cargo build --release -q -p umbra
-  umbra=$PWD/target/release/umbra
+  cargo build --profile dist -q -p umbra
+  umbra=$PWD/target/dist/umbra
 fi
 if (($(nproc) >= 2)); then
   pin_proxy=(taskset -c 0)
@@ -58,12 +58,18 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
+wait_port() { # $1: port; $2, $3 (optional): the server's pid and its stderr file
   for _ in $(seq 200); do
     (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+    if [[ -n ${2:-} ]] && ! kill -0 "$2" 2>/dev/null; then
+      echo "the server for port $1 exited before listening${3:+:}" >&2
+      [[ -n ${3:-} ]] && cat "$3" >&2
+      exit 1
+    fi
     sleep 0.05
   done
-  echo "nothing listens on $1" >&2
+  echo "nothing listens on $1 after 10 s" >&2
+  [[ -n ${3:-} ]] && cat "$3" >&2
   exit 1
 }
 common_http="access_log off; client_body_temp_path $tmp; proxy_temp_path $tmp; fastcgi_temp_path $tmp;
@@ -159,7 +165,7 @@ measure_nginx() {
   nginx_conf "$shadow" >"$tmp/peer.conf"
   "${pin_proxy[@]}" /usr/sbin/nginx -c "$tmp/peer.conf" -p "$tmp" &
   local pid=$!
-  wait_port "$listen"
+  wait_port "$listen" "$pid" "$tmp/peer.err"
   run_wrk
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
@@ -193,7 +199,7 @@ CONF
   esac
   "${pin_proxy[@]}" "$umbra" "${args[@]}" 2>"$tmp/umbra.err" &
   local pid=$!
-  wait_port "$listen"
+  wait_port "$listen" "$pid" "$tmp/umbra.err"
   run_wrk
   awk '/VmHWM/ { print $2 }' "/proc/$pid/status" >"$tmp/rss"
   curl -s "http://127.0.0.1:$admin/metrics" >"$tmp/metrics.txt" 2>/dev/null || true

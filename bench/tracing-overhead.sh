@@ -25,8 +25,8 @@ command -v wrk >/dev/null && [[ -x /usr/sbin/nginx ]] || {
 if [[ -n ${UMBRA:-} ]]; then
   umbra=$UMBRA
 else
-  cargo build --release -q -p umbra
-  umbra=$PWD/target/release/umbra
+  cargo build --profile dist -q -p umbra
+  umbra=$PWD/target/dist/umbra
 fi
 pin_proxy=(); pin_rest=()
 if (($(nproc) >= 2)); then pin_proxy=(taskset -c 0); pin_rest=(taskset -c 1); fi
