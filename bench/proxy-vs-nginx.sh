@@ -57,27 +57,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { # $1: port; $2, $3 (optional): the server's pid and its stderr file
-  for _ in $(seq 200); do
-    (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-    if [[ -n ${2:-} ]] && ! kill -0 "$2" 2>/dev/null; then
-      echo "the server for port $1 exited before listening${3:+:}" >&2
-      [[ -n ${3:-} ]] && cat "$3" >&2
-      exit 1
-    fi
-    sleep 0.05
-  done
-  echo "nothing listens on $1 after 10 s" >&2
-  [[ -n ${3:-} ]] && cat "$3" >&2
-  exit 1
-}
+source bench/ports.sh
 common_http="access_log off; client_body_temp_path $tmp; proxy_temp_path $tmp; fastcgi_temp_path $tmp;
   uwsgi_temp_path $tmp; scgi_temp_path $tmp; keepalive_requests 100000000;"
 
 # Upstreams: production and the fast shadow (one nginx worker on CPU 1).
 prod=$(free_port)
-fast=$(free_port)
+fast=$(free_port "$prod")
 cat >"$tmp/upstreams.conf" <<CONF
 daemon off; worker_processes 1; pid $tmp/upstreams.pid; error_log $tmp/upstreams.err;
 events { worker_connections 4096; }
@@ -90,7 +76,7 @@ CONF
 pids+=($!)
 
 # The slow shadow: answers every request after 300 ms, keep-alive.
-slow=$(free_port)
+slow=$(free_port "$prod" "$fast")
 cat >"$tmp/slow.py" <<'PY'
 import asyncio, sys
 async def handle(reader, writer):
@@ -120,8 +106,8 @@ PY
 pids+=($!)
 wait_port "$prod"; wait_port "$fast"; wait_port "$slow"
 
-listen=$(free_port)
-admin=$(free_port)
+listen=$(free_port "$prod" "$fast" "$slow")
+admin=$(free_port "$prod" "$fast" "$slow" "$listen")
 
 # nginx as the peer proxy: plain, or mirroring every request to a shadow.
 nginx_conf() { # $1: shadow port or empty

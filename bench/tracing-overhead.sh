@@ -39,11 +39,7 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done
-  echo "nothing listens on $1" >&2; exit 1
-}
+source bench/ports.sh
 
 prod=$(free_port)
 cat >"$tmp/upstream.conf" <<CONF
@@ -57,7 +53,7 @@ CONF
 pids+=($!)
 
 # The slow collector: reads each export and answers 200 five seconds later.
-slow=$(free_port)
+slow=$(free_port "$prod")
 cat >"$tmp/slow.py" <<'PY'
 import asyncio, sys
 async def handle(reader, writer):
@@ -85,14 +81,14 @@ asyncio.run(main())
 PY
 "${pin_rest[@]}" python3 "$tmp/slow.py" "$slow" 5 &
 pids+=($!)
-up=$(free_port)
+up=$(free_port "$prod" "$slow")
 "${pin_rest[@]}" python3 "$tmp/slow.py" "$up" 0 &
 pids+=($!)
-down=$(free_port) # nothing listens there
+down=$(free_port "$prod" "$slow" "$up") # nothing listens there
 wait_port "$prod"; wait_port "$slow"; wait_port "$up"
 
-listen=$(free_port)
-admin=$(free_port)
+listen=$(free_port "$prod" "$slow" "$up" "$down")
+admin=$(free_port "$prod" "$slow" "$up" "$down" "$listen")
 
 # One run; $1: off, up, down or slow. Prints "rps p99_ms dropped exported".
 measure() {
@@ -105,7 +101,7 @@ measure() {
   env "${env[@]}" "${pin_proxy[@]}" "$umbra" proxy --listen "127.0.0.1:$listen" --admin "127.0.0.1:$admin" \
     --threads 1 --production "http://127.0.0.1:$prod" 2>"$tmp/umbra.err" &
   local pid=$!
-  wait_port "$listen"
+  wait_port "$listen" "$pid" "$tmp/umbra.err"
   "${pin_rest[@]}" wrk -t1 -c64 -d"${secs}s" --latency "http://127.0.0.1:$listen/" >"$tmp/wrk.txt"
   curl -s "http://127.0.0.1:$admin/metrics" >"$tmp/metrics.txt" 2>/dev/null || true
   kill "$pid"; wait "$pid" 2>/dev/null || true

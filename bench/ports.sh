@@ -1,0 +1,44 @@
+# Sourced by the bench scripts: ports for their servers on 127.0.0.1.
+
+# A free port below the kernel's ephemeral range, other than the ones given.
+# bind(0) hands out ports from inside that range, where an outgoing connection
+# may take the same number as its source port; its TIME_WAIT then keeps the
+# benchmark's next server from binding (seen once as "address already in use").
+free_port() { # [PORT...] to avoid
+  python3 - "$@" <<'PY'
+import random, socket, sys
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+taken = {int(p) for p in sys.argv[1:]}
+for _ in range(10000):
+    port = random.randrange(10000, max(low, 10001))
+    if port in taken:
+        continue
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    sys.exit(0)
+sys.exit("no free port below the ephemeral range")
+PY
+}
+
+# Waits up to 10 s for a server on the port; gives up at once, with its stderr,
+# when the server's process has exited.
+wait_port() { # PORT [PID STDERR_FILE]
+  for _ in $(seq 200); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+    if [[ -n ${2:-} ]] && ! kill -0 "$2" 2>/dev/null; then
+      echo "the server for port $1 exited before listening${3:+:}" >&2
+      [[ -n ${3:-} ]] && cat "$3" >&2
+      exit 1
+    fi
+    sleep 0.05
+  done
+  echo "nothing listens on $1 after 10 s" >&2
+  [[ -n ${3:-} ]] && cat "$3" >&2
+  exit 1
+}
