@@ -221,7 +221,9 @@ impl Recorder {
 /// classified into, on the recorder thread (never on the live path). The binary
 /// feeds the analysis through it.
 pub trait Observer: Send {
-    fn exchange(&mut self, e: &Exchange, profile: &Arc<str>);
+    /// `at_ms`: when the recorder took the exchange's batch, in milliseconds
+    /// since the Unix epoch (one clock read a batch, not one an exchange).
+    fn exchange(&mut self, e: &Exchange, profile: &Arc<str>, at_ms: u64);
 }
 
 /// Settings the recorder thread can take anew on a reload.
@@ -550,6 +552,9 @@ impl RecorderThread {
         let table = self.stats.clone();
         let mut stats = table.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         for mut e in batch.drain(..) {
             let profile = self.profile_of(&e);
             let key = SeriesKey {
@@ -560,7 +565,7 @@ impl RecorderThread {
             let series = stats.series.entry(key).or_default();
             series.add(&e);
             if let Some(o) = &mut self.observer {
-                o.exchange(&e, &profile);
+                o.exchange(&e, &profile, now_ms);
             }
             // Pair copies with their live twin, whichever finishes first.
             if e.twin != 0 {

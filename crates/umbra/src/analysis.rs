@@ -648,9 +648,9 @@ struct Feed {
 }
 
 impl Observer for Feed {
-    fn exchange(&mut self, e: &Exchange, profile: &Arc<str>) {
+    fn exchange(&mut self, e: &Exchange, profile: &Arc<str>, at_ms: u64) {
         let m = Measurement {
-            timestamp_ms: now_ms(),
+            timestamp_ms: at_ms,
             key: WindowKey {
                 role: match e.role {
                     record::Role::Production => Role::Production,
