@@ -12,16 +12,7 @@ rounds=${1:?rounds}
 secs=${2:?seconds}
 shift 2
 (($#)) || { echo "name at least one umbra binary" >&2; exit 2; }
-source bench/ports.sh
-if (($(nproc) >= 2)); then pin_proxy=(taskset -c 0); pin_rest=(taskset -c 1); else pin_proxy=(); pin_rest=(); fi
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+source bench/common.sh
 common="access_log off; client_body_temp_path $tmp; proxy_temp_path $tmp; fastcgi_temp_path $tmp;
   uwsgi_temp_path $tmp; scgi_temp_path $tmp; keepalive_requests 100000000;"
 prod=$(free_port)

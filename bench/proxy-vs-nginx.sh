@@ -40,24 +40,7 @@ else
   cargo build --profile dist -q -p umbra
   umbra=$PWD/target/dist/umbra
 fi
-if (($(nproc) >= 2)); then
-  pin_proxy=(taskset -c 0)
-  pin_rest=(taskset -c 1)
-else
-  pin_proxy=()
-  pin_rest=()
-fi
-
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  [[ -n ${KEEP:-} ]] || rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-source bench/ports.sh
+source bench/common.sh
 common_http="access_log off; client_body_temp_path $tmp; proxy_temp_path $tmp; fastcgi_temp_path $tmp;
   uwsgi_temp_path $tmp; scgi_temp_path $tmp; keepalive_requests 100000000;"
 

@@ -28,18 +28,7 @@ else
   cargo build --profile dist -q -p umbra
   umbra=$PWD/target/dist/umbra
 fi
-pin_proxy=(); pin_rest=()
-if (($(nproc) >= 2)); then pin_proxy=(taskset -c 0); pin_rest=(taskset -c 1); fi
-
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-source bench/ports.sh
+source bench/common.sh
 
 prod=$(free_port)
 cat >"$tmp/upstream.conf" <<CONF

@@ -1,4 +1,24 @@
-# Sourced by the bench scripts: ports for their servers on 127.0.0.1.
+# Sourced by the bench scripts (from the repository's root): CPU pins, a scratch
+# folder that goes (with every server in `pids`) when the script exits, and ports
+# for the servers on 127.0.0.1.
+
+# The proxy under test on CPU 0; the client and the upstreams on CPU 1 (no pins on one core).
+if (($(nproc) >= 2)); then
+  pin_proxy=(taskset -c 0)
+  pin_rest=(taskset -c 1)
+else
+  pin_proxy=()
+  pin_rest=()
+fi
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [[ -n ${KEEP:-} ]] || rm -rf "$tmp" # KEEP=1 keeps it, for the servers' logs
+}
+trap cleanup EXIT
 
 # A free port below the kernel's ephemeral range, other than the ones given.
 # bind(0) hands out ports from inside that range, where an outgoing connection
