@@ -8,10 +8,17 @@
 # Prints each run (req/s, p99 ms) and the means per binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rounds=${1:?rounds}
-secs=${2:?seconds}
+usage="usage: bench/plain-ab.sh ROUNDS SECONDS UMBRA_BINARY..."
+if (($# < 3)) || [[ ! $1 =~ ^[1-9][0-9]*$ || ! $2 =~ ^[1-9][0-9]*$ ]]; then
+  echo "$usage (ROUNDS and SECONDS are whole numbers above 0; got: $*)" >&2
+  exit 2
+fi
+rounds=$1
+secs=$2
 shift 2
-(($#)) || { echo "name at least one umbra binary" >&2; exit 2; }
+for b in "$@"; do
+  [[ -x $b ]] || { echo "$b: not an executable umbra binary" >&2; exit 2; }
+done
 source bench/common.sh
 common="access_log off; client_body_temp_path $tmp; proxy_temp_path $tmp; fastcgi_temp_path $tmp;
   uwsgi_temp_path $tmp; scgi_temp_path $tmp; keepalive_requests 100000000;"
