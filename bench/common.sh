@@ -62,3 +62,13 @@ wait_port() { # PORT [PID STDERR_FILE]
   [[ -n ${3:-} ]] && cat "$3" >&2
   exit 1
 }
+
+# What nginx as the peer proxy sends upstream besides the request: the fields
+# umbra sends by default (the client's Host, this hop appended to
+# X-Forwarded-For, X-Forwarded-Proto), as a reverse-proxy config usually has
+# them. Without them nginx sends production a shorter request (its upstream's
+# name as Host, no forwarding fields) and the two proxies do unequal work.
+nginx_forwarding='proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;'

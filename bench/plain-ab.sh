@@ -38,7 +38,7 @@ daemon off; worker_processes 1; pid $tmp/peer.pid; error_log $tmp/peer.err;
 events { worker_connections 4096; }
 http { $common upstream production { server 127.0.0.1:$prod; keepalive 128; }
   server { listen 127.0.0.1:$listen; location / { proxy_pass http://production;
-    proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+    $nginx_forwarding } } }
 CONF
 
 # One run against whatever listens; prints "rps p99_ms".

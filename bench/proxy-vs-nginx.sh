@@ -98,7 +98,7 @@ nginx_conf() { # $1: shadow port or empty
   if [[ -n $1 ]]; then
     mirror="mirror /_mirror; mirror_request_body on;"
     mirror_loc="location = /_mirror { internal; proxy_pass http://shadow\$request_uri;
-      proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header X-Umbra-Shadow 1; }"
+      $nginx_forwarding proxy_set_header X-Umbra-Shadow 1; }"
   fi
   cat <<CONF
 daemon off; worker_processes 1; pid $tmp/peer.pid; error_log $tmp/peer.err;
@@ -107,7 +107,7 @@ http { $common_http
   upstream production { server 127.0.0.1:$prod; keepalive 128; }
   upstream shadow { server 127.0.0.1:${1:-$fast}; keepalive 128; }
   server { listen 127.0.0.1:$listen;
-    location / { $mirror proxy_pass http://production; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    location / { $mirror proxy_pass http://production; $nginx_forwarding }
     $mirror_loc
   }
 }

@@ -27,7 +27,7 @@ use crate::config::{Forwarded, HostPolicy, UpstreamUrl};
 use crate::mirror::Decision;
 use crate::record::{Exchange, RequestInfo, Role, TraceInfo};
 use crate::shadow::{CopyDraft, SHADOW_HEADER, ShadowTarget};
-use crate::upstream::{self, SendError, UpstreamError};
+use crate::upstream::{self, RawRequest, SendError, UpstreamError};
 
 pub type HttpClient<B = http_body_util::Full<Bytes>> =
     Client<hyper_rustls::HttpsConnector<HttpConnector>, B>;
@@ -69,26 +69,41 @@ impl LiveResponse {
     }
 }
 
-/// Answers one client request. `timer` is the connection's own timer for the
-/// production timeout (see [`within`]); without one, each request gets its own.
+/// Answers one client request. `raw`: the head's fields from our HTTP/1.1
+/// server, unparsed (then `request` has no headers); they go upstream as they
+/// came, with the forwarding fields edited, unless a feature here needs them as
+/// a map. `timer` is the connection's own timer for the production timeout
+/// (see [`within`]); without one, each request gets its own.
 pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     request: Request<ClientBody>,
+    mut raw: Option<RawRequest>,
     mut timer: Option<&mut Pin<Box<Sleep>>>,
 ) -> LiveResponse {
     let started = Instant::now();
     let received = SystemTime::now();
     let g = shared.generation.load_full();
     let (mut parts, body) = request.into_parts();
+    if let Some(r) = raw.take_if(|r| {
+        r.lists_fields
+            || shared.tracer.is_enabled()
+            || g.mirror.copies_anything()
+            || g.canary.is_some()
+    }) {
+        parts.headers = r.to_header_map();
+    }
+    let get = |name: &HeaderName| match &raw {
+        Some(r) => r.value(name.as_str().as_bytes()),
+        None => parts.headers.get(name).cloned(),
+    };
 
-    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+    let host = get(&header::HOST).or_else(|| {
         parts
             .uri
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    let get = |name: HeaderName| parts.headers.get(name).cloned();
     let info = Arc::new(RequestInfo {
         received,
         client: Some(conn.peer.ip()),
@@ -96,15 +111,14 @@ pub async fn handle(
         uri: parts.uri.clone(),
         version: parts.version,
         host: host.clone(),
-        user_agent: get(header::USER_AGENT),
-        referer: get(header::REFERER),
-        content_type: get(header::CONTENT_TYPE),
-        header_mask: shared.recorder.header_mask(&parts.headers),
-        captured: g
-            .log_captured
-            .iter()
-            .map(|h| parts.headers.get(h).cloned())
-            .collect(),
+        user_agent: get(&header::USER_AGENT),
+        referer: get(&header::REFERER),
+        content_type: get(&header::CONTENT_TYPE),
+        header_mask: shared.recorder.header_mask(|name| match &raw {
+            Some(r) => r.has(name.as_str().as_bytes()),
+            None => parts.headers.contains_key(name),
+        }),
+        captured: g.log_captured.iter().map(get).collect(),
     });
 
     // Tracing: our span continues the caller's trace (W3C or B3) or starts one.
@@ -120,9 +134,10 @@ pub async fn handle(
     // A request that is itself a copy (a shadow pointed back at us) is never copied again.
     let mut twin = 0;
     let mut draft = None;
-    let is_copy = parts.headers.contains_key(SHADOW_HEADER);
+    // Asked only where it matters: a name given as text is parsed on every lookup.
+    let is_copy = || parts.headers.contains_key(SHADOW_HEADER);
     let mut targets: Vec<Arc<ShadowTarget>> = Vec::new();
-    if g.mirror.copies_anything() && !is_copy {
+    if g.mirror.copies_anything() && !is_copy() {
         match g.mirror.decide(&parts.method, &parts.uri, &parts.headers) {
             Decision::Skip => {}
             Decision::RateLimited => {
@@ -139,7 +154,7 @@ pub async fn handle(
     let mut to_canary = None;
     if let Some(c) = &g.canary {
         if shared.canary.mirrors() {
-            if !is_copy
+            if !is_copy()
                 && matches!(
                     c.mirror.decide(&parts.method, &parts.uri, &parts.headers),
                     Decision::Copy(_)
@@ -174,23 +189,40 @@ pub async fn handle(
         None => None,
     };
 
-    strip_hop_by_hop(&mut parts.headers);
-    if let Some(t) = &trace {
-        // Production sees our span as its parent.
-        t.inject(&mut parts.headers);
-    }
-    let trace = trace.map(|ctx| TraceInfo::live(ctx, received));
-    add_forwarded(
-        &mut parts.headers,
+    let forwarding = forwarding(
         g.config.listen.forwarded,
         &conn,
         host.as_ref(),
+        |name| match &raw {
+            Some(r) => r.get(name.as_str().as_bytes()),
+            None => parts.headers.get(name).map(HeaderValue::as_bytes),
+        },
     );
-    if let Some(v) = &host
-        && !parts.headers.contains_key(header::HOST)
-    {
-        parts.headers.insert(header::HOST, v.clone());
+    match &mut raw {
+        // Hop-by-hop fields are left out as the head is written.
+        Some(r) => {
+            r.edits.forwarded_for = forwarding.forwarded_for;
+            r.edits.forwarded_proto = forwarding.forwarded_proto;
+            r.edits.forwarded = forwarding.forwarded;
+            if !r.has(b"host") {
+                r.edits.host = host;
+            }
+        }
+        None => {
+            strip_hop_by_hop(&mut parts.headers);
+            if let Some(t) = &trace {
+                // Production sees our span as its parent.
+                t.inject(&mut parts.headers);
+            }
+            forwarding.apply(&mut parts.headers);
+            if let Some(v) = host
+                && !parts.headers.contains_key(header::HOST)
+            {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
     }
+    let trace = trace.map(|ctx| TraceInfo::live(ctx, received));
     // Most requests have no body: no counter to allocate for them.
     let tally = (!body.is_end_stream()).then(|| Arc::new(AtomicU64::new(0)));
     let body = RequestBody::new(body, g.config.listen.body_timeout, tally.clone(), tee);
@@ -208,11 +240,18 @@ pub async fn handle(
     let mut first_try = true;
     loop {
         let endpoint = lease.endpoint.clone();
-        apply_host(request.headers_mut(), host_policy, &endpoint.url);
+        match &mut raw {
+            Some(r) => {
+                if let Some(v) = policy_host(host_policy, &endpoint.url) {
+                    r.edits.host = Some(v);
+                }
+            }
+            None => apply_host(request.headers_mut(), host_policy, &endpoint.url),
+        }
         // The first attempt leaves a microsecond after the request came: no second clock read.
         let sent = if first_try { started } else { Instant::now() };
         first_try = false;
-        let send = std::pin::pin!(g.upstream.send(&endpoint.target, request));
+        let send = std::pin::pin!(g.upstream.send(&endpoint.target, request, raw.as_ref()));
         let result = within(
             timer.as_deref_mut(),
             g.config.production.timeout,
@@ -457,18 +496,17 @@ pub fn upstream_uri(base: &UpstreamUrl, uri: &Uri) -> Result<Uri, String> {
 
 /// Sets the `Host` an upstream receives, per its policy (production and shadows alike).
 pub fn apply_host(headers: &mut HeaderMap, policy: &HostPolicy, url: &UpstreamUrl) {
+    if let Some(v) = policy_host(policy, url) {
+        headers.insert(header::HOST, v);
+    }
+}
+
+/// The `Host` an upstream receives instead of the client's, per its policy.
+fn policy_host(policy: &HostPolicy, url: &UpstreamUrl) -> Option<HeaderValue> {
     match policy {
-        HostPolicy::Original => {}
-        HostPolicy::Upstream => {
-            if let Ok(v) = HeaderValue::from_str(url.authority()) {
-                headers.insert(header::HOST, v);
-            }
-        }
-        HostPolicy::Fixed(h) => {
-            if let Ok(v) = HeaderValue::from_str(h) {
-                headers.insert(header::HOST, v);
-            }
-        }
+        HostPolicy::Original => None,
+        HostPolicy::Upstream => HeaderValue::from_str(url.authority()).ok(),
+        HostPolicy::Fixed(h) => HeaderValue::from_str(h).ok(),
     }
 }
 
@@ -509,26 +547,50 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-fn add_forwarded(
-    headers: &mut HeaderMap,
+/// The forwarding fields a request leaves with (each replaces the field of its name).
+#[derive(Default)]
+struct Forwarding {
+    forwarded_for: Option<HeaderValue>,
+    /// Only when the request has none.
+    forwarded_proto: Option<HeaderValue>,
+    forwarded: Option<HeaderValue>,
+}
+
+impl Forwarding {
+    fn apply(self, headers: &mut HeaderMap) {
+        if let Some(v) = self.forwarded_for {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
+        if let Some(v) = self.forwarded_proto
+            && let header::Entry::Vacant(e) = headers.entry(X_FORWARDED_PROTO)
+        {
+            e.insert(v);
+        }
+        if let Some(v) = self.forwarded {
+            headers.insert(header::FORWARDED, v);
+        }
+    }
+}
+
+/// The forwarding fields for `how`, appending this hop to what came in
+/// (`came` gives a field's first value).
+fn forwarding<'a>(
     how: Forwarded,
     conn: &ConnInfo,
     host: Option<&HeaderValue>,
-) {
-    // Names are constants and per-connection parts are made once: this runs on every request.
+    came: impl Fn(&HeaderName) -> Option<&'a [u8]>,
+) -> Forwarding {
+    // Per-connection parts are made once: this runs on every request.
     let ip = conn.peer.ip();
     let proto = if conn.tls { "https" } else { "http" };
+    let text = |name: &HeaderName| came(name).and_then(|v| std::str::from_utf8(v).ok());
+    let mut out = Forwarding::default();
     if matches!(how, Forwarded::XForwardedFor | Forwarded::Both) {
-        let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        out.forwarded_for = match text(&X_FORWARDED_FOR) {
             Some(prev) => HeaderValue::from_str(&format!("{prev}, {ip}")).ok(),
             None => conn.peer_value.clone(),
         };
-        if let Some(v) = value {
-            headers.insert(X_FORWARDED_FOR, v);
-        }
-        if let header::Entry::Vacant(e) = headers.entry(X_FORWARDED_PROTO) {
-            e.insert(HeaderValue::from_static(proto));
-        }
+        out.forwarded_proto = Some(HeaderValue::from_static(proto));
     }
     if matches!(how, Forwarded::Forwarded | Forwarded::Both) {
         // RFC 7239: IPv6 nodes are quoted and bracketed.
@@ -541,14 +603,13 @@ fn add_forwarded(
         if let Some(h) = host.and_then(|h| h.to_str().ok()) {
             element.push_str(&format!(";host=\"{}\"", h.replace('"', "")));
         }
-        let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+        let value = match text(&header::FORWARDED) {
             Some(prev) => format!("{prev}, {element}"),
             None => element,
         };
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(header::FORWARDED, v);
-        }
+        out.forwarded = HeaderValue::from_str(&value).ok();
     }
+    out
 }
 
 #[cfg(test)]
@@ -576,12 +637,11 @@ mod tests {
         let conn = ConnInfo::new("[2001:db8::1]:5000".parse().expect("addr"), true);
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "203.0.113.7".parse().expect("value"));
-        add_forwarded(
-            &mut h,
-            Forwarded::Both,
-            &conn,
-            Some(&HeaderValue::from_static("shop.example")),
-        );
+        let host = HeaderValue::from_static("shop.example");
+        forwarding(Forwarded::Both, &conn, Some(&host), |name| {
+            h.get(name).map(HeaderValue::as_bytes)
+        })
+        .apply(&mut h);
         assert_eq!(h["x-forwarded-for"], "203.0.113.7, 2001:db8::1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(

@@ -23,7 +23,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header;
 use http::{Method, Request, StatusCode, Uri, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -34,7 +34,8 @@ use crate::body::{BoxError, ClientBody, ResponseBody};
 use crate::forward::{ConnInfo, LiveResponse, handle};
 use crate::server::DrainSignal;
 use crate::upstream::{
-    BodyStep, Decoder, Fields, Framing, FramingError, Source, Spans, field_span, poll_body,
+    BodyStep, Decoder, Fields, Framing, FramingError, RawRequest, Source, Spans, field_span,
+    poll_body,
 };
 
 /// More header fields than this in a request get 431.
@@ -155,7 +156,7 @@ pub async fn serve<W: AsyncWrite + Unpin>(
             method,
             uri,
             version,
-            headers,
+            raw,
             framing,
             mut keep_alive,
             expect_continue,
@@ -191,11 +192,11 @@ pub async fn serve<W: AsyncWrite + Unpin>(
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         *request.version_mut() = version;
-        *request.headers_mut() = headers;
         let response = handle(
             shared.clone(),
             conn.clone(),
             request,
+            Some(raw),
             Some(&mut production_timer),
         )
         .await;
@@ -234,7 +235,7 @@ struct Head {
     method: Method,
     uri: Uri,
     version: Version,
-    headers: HeaderMap,
+    raw: RawRequest,
     /// None: no body.
     framing: Option<Framing>,
     keep_alive: bool,
@@ -312,6 +313,7 @@ fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refus
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding: Option<bool> = None;
     let mut expect_continue = false;
+    let mut lists_fields = false;
     for (span, field) in spans.iter_mut().zip(request.headers.iter()) {
         let name = field.name.as_bytes();
         let value = field.value;
@@ -341,6 +343,8 @@ fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refus
                     keep_alive = false;
                 } else if token.eq_ignore_ascii_case(b"keep-alive") {
                     keep_alive |= version == Version::HTTP_10;
+                } else if !token.is_empty() {
+                    lists_fields = true;
                 }
             }
         } else if name.eq_ignore_ascii_case(b"expect") {
@@ -380,30 +384,13 @@ fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refus
             String::from_utf8_lossy(&target)
         ))
     })?;
-    // Room for the forwarding fields the live path adds, so the map is not regrown.
-    let mut headers = HeaderMap::with_capacity(count + 3);
-    for &[name_start, name_len, start, value_len] in spans.iter() {
-        let name = &head[name_start as usize..name_start as usize + name_len as usize];
-        if name.eq_ignore_ascii_case(b"expect") {
-            // Answered here; the upstream gets the body without waiting.
-            continue;
-        }
-        let name = HeaderName::from_bytes(name).map_err(|_| {
-            Refusal::bad(format!(
-                "invalid header name {:?}",
-                String::from_utf8_lossy(name)
-            ))
-        })?;
-        let value = head.slice(start as usize..start as usize + value_len as usize);
-        let value = HeaderValue::from_maybe_shared(value)
-            .map_err(|_| Refusal::bad(format!("invalid value for header {name}")))?;
-        headers.append(name, value);
-    }
+    // The fields stay where they are: no map is built unless a feature needs one.
+    let raw = RawRequest::new(head, spans, content_length, lists_fields);
     Ok(Some(Head {
         method,
         uri,
         version,
-        headers,
+        raw,
         framing,
         keep_alive,
         expect_continue,
@@ -735,7 +722,8 @@ mod tests {
             .unwrap();
         assert_eq!(head.method, Method::POST);
         assert_eq!(head.uri, "/a?b=1");
-        assert_eq!(head.headers["host"], "x");
+        assert_eq!(head.raw.get(b"host"), Some(&b"x"[..]));
+        assert!(!head.raw.lists_fields);
         assert_eq!(head.framing, Some(Framing::Length(5)));
         assert!(head.keep_alive);
 
@@ -759,7 +747,18 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(head.expect_continue);
-        assert!(!head.headers.contains_key("expect"), "answered here");
+        assert!(
+            !head.raw.to_header_map().contains_key("expect"),
+            "answered here"
+        );
+
+        let head = parse(b"GET / HTTP/1.1\r\nConnection: keep-alive, x-hop\r\nX-Hop: 1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(
+            head.raw.lists_fields,
+            "x-hop must go: the map path removes it"
+        );
     }
 
     #[test]
@@ -814,8 +813,9 @@ mod tests {
         let head = parse(format!("GET / HTTP/1.1\r\n{some}\r\n").as_bytes())
             .unwrap()
             .unwrap();
-        assert_eq!(head.headers.len(), 100);
-        assert_eq!(head.headers["x-99"], "99");
+        let map = head.raw.to_header_map();
+        assert_eq!(map.len(), 100);
+        assert_eq!(map["x-99"], "99");
         let many: String = (0..200).map(|i| format!("X-{i}: 1\r\n")).collect();
         assert_eq!(
             status(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()),

@@ -205,11 +205,11 @@ impl Recorder {
         self.twins.fetch_add(1, Relaxed) + 1
     }
 
-    pub fn header_mask(&self, headers: &http::HeaderMap) -> u8 {
+    pub fn header_mask(&self, has: impl Fn(&HeaderName) -> bool) -> u8 {
         let vocab = self.header_vocab.load();
         let mut mask = 0u8;
         for (i, name) in vocab.iter().enumerate().take(8) {
-            if headers.contains_key(name) {
+            if has(name) {
                 mask |= 1 << i;
             }
         }

@@ -284,6 +284,7 @@ async fn serve_hyper<IO>(
                 info.clone(),
                 request.map(ClientBody::Hyper),
                 None,
+                None,
             );
             async move { Ok::<_, std::convert::Infallible>(answer.await.into_response()) }
         })

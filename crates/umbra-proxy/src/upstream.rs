@@ -39,9 +39,10 @@ use self::conn::Conn;
 pub use self::conn::{ConnectError, Idle};
 pub use self::decode::{BodyStep, Decoded, Decoder, Framing, FramingError, Source, poll_body};
 pub use self::head::{
-    HeadError, RawFields, Spans, content_length_value, field_span, is_hop_by_hop,
+    HeadError, RawFields, RawRequest, RequestEdits, Spans, content_length_value, field_span,
+    is_hop_by_hop,
 };
-use self::head::{Parsed, RequestFraming};
+use self::head::{Parsed, RequestFields, RequestFraming};
 use crate::body::BoxError;
 use crate::config::UpstreamUrl;
 use crate::forward::{HttpClient, upstream_uri};
@@ -220,17 +221,33 @@ where
         }
     }
 
-    /// Sends `request` (its URI's path and query; its headers as they are) to
-    /// `to`, and returns the response as soon as its head has arrived.
-    pub async fn send(&self, to: &Target, request: Request<B>) -> Result<Reply, SendError<B>> {
+    /// Sends `request` (its URI's path and query; its headers as they are, or
+    /// `raw`'s fields with their edits when given) to `to`, and returns the
+    /// response as soon as its head has arrived.
+    pub async fn send(
+        &self,
+        to: &Target,
+        request: Request<B>,
+        raw: Option<&RawRequest>,
+    ) -> Result<Reply, SendError<B>> {
+        // Boxed: hyper's future is twice the size of ours, and every request's
+        // future is moved whole into its caller's (a memcpy per request).
         if to.url.is_https() {
-            return self.send_hyper(to, request).await;
+            return Box::pin(self.send_hyper(to, request, raw)).await;
         }
-        self.send_h1(to, request).await
+        self.send_h1(to, request, raw).await
     }
 
-    async fn send_hyper(&self, to: &Target, request: Request<B>) -> Result<Reply, SendError<B>> {
+    async fn send_hyper(
+        &self,
+        to: &Target,
+        request: Request<B>,
+        raw: Option<&RawRequest>,
+    ) -> Result<Reply, SendError<B>> {
         let (mut parts, body) = request.into_parts();
+        if let Some(raw) = raw {
+            parts.headers = raw.forwarded_map();
+        }
         parts.uri = match upstream_uri(&to.url, &parts.uri) {
             Ok(u) => u,
             Err(e) => {
@@ -277,12 +294,29 @@ where
         }
     }
 
-    async fn send_h1(&self, to: &Target, request: Request<B>) -> Result<Reply, SendError<B>> {
+    async fn send_h1(
+        &self,
+        to: &Target,
+        request: Request<B>,
+        raw: Option<&RawRequest>,
+    ) -> Result<Reply, SendError<B>> {
         let (parts, mut body) = request.into_parts();
-        let framing = request_framing(&parts.method, &parts.headers, &body);
+        let (fields, content_length) = match raw {
+            Some(raw) => (RequestFields::Raw(raw), raw.content_length),
+            None => (
+                RequestFields::Map(&parts.headers),
+                parts
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|s| s.trim().parse::<u64>().ok()),
+            ),
+        };
+        let framing = request_framing(&parts.method, content_length, &body);
         let (mut conn, mut reused) = match to.idle.take() {
             Some(c) => (c, true),
-            None => match Conn::connect(&to.addr, self.connect_timeout).await {
+            // Boxed: connecting is rare (the pool has one) and its future is large.
+            None => match Box::pin(Conn::connect(&to.addr, self.connect_timeout)).await {
                 Ok(c) => (c, false),
                 Err(e) => {
                     return Err(SendError {
@@ -301,7 +335,7 @@ where
             &mut conn.wbuf,
             &parts.method,
             target,
-            &parts.headers,
+            fields,
             to.url.authority(),
             framing.0,
             framing.1,
@@ -319,15 +353,16 @@ where
                 }) if reused && replayable => {
                     let _ = error;
                     reused = false;
-                    let mut fresh = match Conn::connect(&to.addr, self.connect_timeout).await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            return Err(SendError {
-                                error: UpstreamError::Connect(e),
-                                unsent: Some(Request::from_parts(parts, body)),
-                            });
-                        }
-                    };
+                    let mut fresh =
+                        match Box::pin(Conn::connect(&to.addr, self.connect_timeout)).await {
+                            Ok(c) => c,
+                            Err(e) => {
+                                return Err(SendError {
+                                    error: UpstreamError::Connect(e),
+                                    unsent: Some(Request::from_parts(parts, body)),
+                                });
+                            }
+                        };
                     std::mem::swap(&mut fresh.wbuf, &mut conn.wbuf);
                     conn = fresh;
                 }
@@ -371,14 +406,10 @@ where
 /// an exact size becomes one, anything else is chunked.
 fn request_framing<B: http_body::Body>(
     method: &Method,
-    headers: &HeaderMap,
+    content_length: Option<u64>,
     body: &B,
 ) -> (RequestFraming, bool) {
-    if let Some(n) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<u64>().ok())
-    {
+    if let Some(n) = content_length {
         let framing = if n == 0 {
             RequestFraming::None
         } else {
@@ -471,7 +502,15 @@ impl Batch {
         } else {
             RequestFraming::Length(body.len() as u64)
         };
-        head::encode_request(&mut head, method, target, headers, host, framing, true);
+        head::encode_request(
+            &mut head,
+            method,
+            target,
+            RequestFields::Map(headers),
+            host,
+            framing,
+            true,
+        );
         self.buf.extend_from_slice(&head);
         self.buf.extend_from_slice(body);
         if self.starts.is_empty() {

@@ -959,6 +959,26 @@ fn capture_server() -> (u16, Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
                     if reader.read_exact(&mut body).is_err() {
                         return;
                     }
+                    if text.contains("transfer-encoding: chunked") {
+                        // Kept de-chunked: chunk sizes, then the empty last chunk.
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).is_err() {
+                                return;
+                            }
+                            let Ok(size) = usize::from_str_radix(line.trim(), 16) else {
+                                return;
+                            };
+                            let mut chunk = vec![0; size + 2];
+                            if reader.read_exact(&mut chunk).is_err() {
+                                return;
+                            }
+                            if size == 0 {
+                                break;
+                            }
+                            body.extend_from_slice(&chunk[..size]);
+                        }
+                    }
                     head.extend_from_slice(&body);
                     keep.lock().unwrap().push(head);
                     if reader
@@ -1084,6 +1104,141 @@ fn copies_are_masked_and_production_gets_the_original_bytes() {
         "text without private data is left alone"
     );
     assert!(metric(admin, "umbra_mask_fields_total") >= 4.0);
+}
+
+/// Sends `wire` on a fresh connection and reads one reply.
+fn exchange_raw(port: u16, wire: &[u8]) -> support::Reply {
+    let mut conn = Conn::open(port);
+    conn.send_raw(wire);
+    conn.read_reply().expect("a reply")
+}
+
+#[test]
+fn production_gets_the_clients_fields_less_hop_by_hop_ones_with_this_hops_forwarding() {
+    let dir = scratch("proxy-fields");
+    let (prod, seen) = capture_server();
+    let (listen, admin) = (free_port(), free_port());
+    let _proxy = Background::start(
+        &[
+            "proxy",
+            "--listen",
+            &format!("127.0.0.1:{listen}"),
+            "--production",
+            &format!("http://127.0.0.1:{prod}"),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ],
+        &dir,
+        &[listen, admin],
+    );
+    let last = || {
+        let raw = seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("production saw it");
+        split_request(&raw)
+    };
+    // Kept as sent: names, order, values; hop-by-hop fields go; this hop is appended.
+    let reply = exchange_raw(
+        listen,
+        b"GET /a?b=1 HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: t/1\r\n\
+          X-Forwarded-For: 203.0.113.7\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
+          X-Case: Kept\r\nTE: trailers\r\n\r\n",
+    );
+    assert_eq!(reply.status, 200);
+    let (head, _) = last();
+    assert!(head.starts_with("get /a?b=1 http/1.1\r\n"), "{head}");
+    assert!(
+        head.contains("host: shop.example\r\nuser-agent: t/1\r\nx-case: kept\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("x-forwarded-for: 203.0.113.7, 127.0.0.1\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("x-forwarded-proto: http\r\n"), "{head}");
+    for gone in ["connection:", "keep-alive:", "te:"] {
+        assert!(!head.contains(gone), "{gone} reached production: {head}");
+    }
+    // A field the Connection field names goes too.
+    exchange_raw(
+        listen,
+        b"GET /b HTTP/1.1\r\nHost: h\r\nConnection: x-hop\r\nX-Hop: 1\r\nX-End: 1\r\n\r\n",
+    );
+    let (head, _) = last();
+    assert!(
+        !head.contains("x-hop") && head.contains("x-end: 1"),
+        "{head}"
+    );
+    // Expect is answered here; the body arrives whole, with its length.
+    let mut conn = Conn::open(listen);
+    conn.send_raw(
+        b"POST /c HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    );
+    assert_eq!(conn.read_reply().expect("100 Continue").status, 100);
+    conn.send_raw(b"hello");
+    assert_eq!(conn.read_reply().expect("a reply").status, 200);
+    let (head, body) = last();
+    assert_eq!(body, b"hello");
+    assert!(
+        head.contains("content-length: 5\r\n") && !head.contains("expect"),
+        "{head}"
+    );
+    // A chunked body goes chunked.
+    exchange_raw(
+        listen,
+        b"POST /d HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
+          3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+    );
+    let (head, body) = last();
+    assert_eq!(body, b"abcde");
+    assert_eq!(
+        head.matches("transfer-encoding: chunked").count(),
+        1,
+        "{head}"
+    );
+    // No Host at all (HTTP/1.0): production's authority.
+    exchange_raw(listen, b"GET /e HTTP/1.0\r\n\r\n");
+    let (head, _) = last();
+    assert!(
+        head.contains(&format!("host: 127.0.0.1:{prod}\r\n")),
+        "{head}"
+    );
+
+    // RFC 7239 and the upstream's own Host, from the config.
+    let (listen2, admin2) = (free_port(), free_port());
+    let config = write_config(
+        &dir,
+        &format!(
+            "[listen]\naddress = \"127.0.0.1:{listen2}\"\nforwarded = \"both\"\n\
+             [admin]\naddress = \"127.0.0.1:{admin2}\"\n\
+             [production]\nservers = [{{ url = \"http://127.0.0.1:{prod}\" }}]\nhost = \"upstream\"\n"
+        ),
+    );
+    let _proxy2 = Background::start(
+        &["proxy", "--config", config.to_str().unwrap()],
+        &dir,
+        &[listen2, admin2],
+    );
+    exchange_raw(
+        listen2,
+        b"GET /f HTTP/1.1\r\nHost: shop.example\r\nForwarded: for=203.0.113.7\r\n\r\n",
+    );
+    let (head, _) = last();
+    assert!(
+        head.contains(&format!("host: 127.0.0.1:{prod}\r\n")),
+        "{head}"
+    );
+    assert_eq!(head.matches("host:").count(), 1, "{head}");
+    assert!(
+        head.contains(
+            "forwarded: for=203.0.113.7, for=127.0.0.1;proto=http;host=\"shop.example\"\r\n"
+        ),
+        "{head}"
+    );
+    assert!(head.contains("x-forwarded-for: 127.0.0.1\r\n"), "{head}");
 }
 
 #[test]

@@ -355,6 +355,176 @@ impl RawFields {
     }
 }
 
+/// An HTTP/1.x request's header fields as our server parsed them, to be
+/// forwarded without building a `HeaderMap`: the frozen head, where each field
+/// is, and what the proxy changes on the way ([`RequestEdits`]). The map, with
+/// the lookups and inserts the live path made on it, cost a few percent of the
+/// plain proxy's throughput. Features that need a map (mirroring, the canary,
+/// tracing) take [`RawRequest::to_header_map`] instead.
+#[derive(Debug, Clone)]
+pub struct RawRequest {
+    head: Bytes,
+    /// Name offset and length, value offset and length, per field, in order.
+    spans: Vec<[u32; 4]>,
+    /// The body's length, from its Content-Length field.
+    pub content_length: Option<u64>,
+    /// The Connection field names other fields, which must go too (the map path removes them).
+    pub lists_fields: bool,
+    pub edits: RequestEdits,
+}
+
+/// What the proxy changes in a [`RawRequest`]'s fields when it forwards them.
+#[derive(Debug, Clone, Default)]
+pub struct RequestEdits {
+    /// Replaces every `X-Forwarded-For` field.
+    pub forwarded_for: Option<HeaderValue>,
+    /// Added when the request has no `X-Forwarded-Proto`.
+    pub forwarded_proto: Option<HeaderValue>,
+    /// Replaces every `Forwarded` field.
+    pub forwarded: Option<HeaderValue>,
+    /// Replaces the `Host` field, or is added when there is none.
+    pub host: Option<HeaderValue>,
+}
+
+const X_FORWARDED_FOR: &[u8] = b"x-forwarded-for";
+const X_FORWARDED_PROTO: &[u8] = b"x-forwarded-proto";
+
+impl RawRequest {
+    /// `spans` as [`field_span`] gives them, offsets into `head`.
+    pub fn new(
+        head: Bytes,
+        spans: &[[u32; 4]],
+        content_length: Option<u64>,
+        lists_fields: bool,
+    ) -> RawRequest {
+        RawRequest {
+            head,
+            spans: spans.to_vec(),
+            content_length,
+            lists_fields,
+            edits: RequestEdits::default(),
+        }
+    }
+
+    /// Every field as it came, names in their own case, in order.
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.spans.iter().map(|&[n, nl, v, vl]| {
+            (
+                &self.head[n as usize..(n + nl) as usize],
+                &self.head[v as usize..(v + vl) as usize],
+            )
+        })
+    }
+
+    /// The first value of the field `name` (lowercase).
+    pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
+        self.fields()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// The first value of the field `name` (lowercase), as a slice of the head (no copy).
+    pub fn value(&self, name: &[u8]) -> Option<HeaderValue> {
+        let v = self.get(name)?;
+        HeaderValue::from_maybe_shared(self.head.slice_ref(v)).ok()
+    }
+
+    pub fn has(&self, name: &[u8]) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The fields as a map, as they came (hop-by-hop ones too: the map path
+    /// strips them), less `Expect`, which our server answers itself. Values are
+    /// slices of the head. The parser accepted every field already; one the
+    /// `http` crate would refuse is left out.
+    pub fn to_header_map(&self) -> HeaderMap {
+        let mut headers = HeaderMap::with_capacity(self.spans.len() + 3);
+        for (name, value) in self.fields() {
+            if name.eq_ignore_ascii_case(b"expect") {
+                continue;
+            }
+            let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name),
+                HeaderValue::from_maybe_shared(self.head.slice_ref(value)),
+            ) else {
+                continue;
+            };
+            headers.append(name, value);
+        }
+        headers
+    }
+
+    /// The fields as they go upstream, as a map (for hyper's client, which adds its own `Host`).
+    pub fn forwarded_map(&self) -> HeaderMap {
+        let mut headers = HeaderMap::with_capacity(self.spans.len() + 4);
+        self.each_forwarded(None, |name, value| {
+            if let (Ok(name), Ok(value)) =
+                (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+            {
+                headers.append(name, value);
+            }
+        });
+        headers
+    }
+
+    /// Writes the fields as they go upstream, each line with its CRLF.
+    pub fn write_fields(&self, out: &mut Vec<u8>, default_host: Option<&str>) {
+        self.each_forwarded(default_host, |name, value| field_line(out, name, value));
+    }
+
+    /// The fields as they go upstream: the ones that came, less hop-by-hop
+    /// ones, `Expect` and the ones an edit replaces; then the edits; then
+    /// `Host: default_host` when there is no Host at all.
+    fn each_forwarded(&self, default_host: Option<&str>, mut each: impl FnMut(&[u8], &[u8])) {
+        let e = &self.edits;
+        let mut has_host = false;
+        let mut has_proto = false;
+        for (name, value) in self.fields() {
+            // By length first: most names are none of these, and most lengths rule all out.
+            let skip = match name.len() {
+                4 if name.eq_ignore_ascii_case(b"host") => {
+                    has_host = true;
+                    e.host.is_some()
+                }
+                6 => name.eq_ignore_ascii_case(b"expect"),
+                9 => e.forwarded.is_some() && name.eq_ignore_ascii_case(b"forwarded"),
+                15 => e.forwarded_for.is_some() && name.eq_ignore_ascii_case(X_FORWARDED_FOR),
+                17 if name.eq_ignore_ascii_case(X_FORWARDED_PROTO) => {
+                    has_proto = true;
+                    false
+                }
+                _ => is_hop_by_hop(name),
+            };
+            if !skip {
+                each(name, value);
+            }
+        }
+        if let Some(v) = &e.host {
+            each(b"host", v.as_bytes());
+        } else if !has_host && let Some(h) = default_host {
+            each(b"host", h.as_bytes());
+        }
+        if let Some(v) = &e.forwarded_for {
+            each(X_FORWARDED_FOR, v.as_bytes());
+        }
+        if let Some(v) = &e.forwarded_proto
+            && !has_proto
+        {
+            each(X_FORWARDED_PROTO, v.as_bytes());
+        }
+        if let Some(v) = &e.forwarded {
+            each(b"forwarded", v.as_bytes());
+        }
+    }
+}
+
+fn field_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 fn parse_error(e: httparse::Error) -> &'static str {
     match e {
         httparse::Error::HeaderName => "invalid header name",
@@ -411,14 +581,21 @@ pub enum RequestFraming {
     Chunked,
 }
 
+/// A request's fields as they go upstream: a map as it is, or a parsed head with its edits.
+#[derive(Clone, Copy)]
+pub enum RequestFields<'a> {
+    Map(&'a HeaderMap),
+    Raw(&'a RawRequest),
+}
+
 /// Writes a request head into `out` (cleared first): the request line, every
-/// field of `headers`, a `Host` from `host` when `headers` has none, and the
-/// framing field when `headers` does not already carry one.
+/// field, a `Host` from `host` when the fields have none, and the framing
+/// field when `add_length` says the fields do not carry one.
 pub fn encode_request(
     out: &mut Vec<u8>,
     method: &Method,
     target: &str,
-    headers: &HeaderMap,
+    fields: RequestFields<'_>,
     host: &str,
     framing: RequestFraming,
     add_length: bool,
@@ -428,16 +605,16 @@ pub fn encode_request(
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    if !headers.contains_key(header::HOST) {
-        out.extend_from_slice(b"host: ");
-        out.extend_from_slice(host.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+    match fields {
+        RequestFields::Map(headers) => {
+            if !headers.contains_key(header::HOST) {
+                field_line(out, b"host", host.as_bytes());
+            }
+            for (name, value) in headers {
+                field_line(out, name.as_str().as_bytes(), value.as_bytes());
+            }
+        }
+        RequestFields::Raw(raw) => raw.write_fields(out, Some(host)),
     }
     match framing {
         RequestFraming::Length(n) if add_length => {
@@ -690,6 +867,67 @@ mod tests {
         );
     }
 
+    /// A request head as our server parses it, kept raw.
+    fn raw_request(wire: &[u8]) -> RawRequest {
+        let mut parsed = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut parsed);
+        assert!(request.parse(wire).expect("parses").is_complete());
+        let base = wire.as_ptr() as usize;
+        let spans: Vec<[u32; 4]> = request
+            .headers
+            .iter()
+            .map(|f| field_span(base, f))
+            .collect();
+        RawRequest::new(Bytes::copy_from_slice(wire), &spans, None, false)
+    }
+
+    #[test]
+    fn raw_requests_go_as_they_came_less_hop_by_hop_fields_and_with_the_edits() {
+        let mut raw = raw_request(
+            b"GET /a HTTP/1.1\r\nHost: shop.example\r\nX-Forwarded-For: 203.0.113.7\r\n\
+              Connection: keep-alive\r\nKeep-Alive: timeout=5\r\nExpect: 100-continue\r\n\
+              X-Case: MiXed\r\nTE: trailers\r\nX-Forwarded-Proto: https\r\n\r\n",
+        );
+        assert_eq!(raw.get(b"x-case"), Some(&b"MiXed"[..]));
+        assert_eq!(raw.value(b"host").expect("host"), "shop.example");
+        assert!(raw.has(b"keep-alive") && !raw.has(b"x-missing"));
+        // Unedited: only hop-by-hop fields and Expect go; no default Host when there is one.
+        let mut out = Vec::new();
+        raw.write_fields(&mut out, Some("up:80"));
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            "Host: shop.example\r\nX-Forwarded-For: 203.0.113.7\r\nX-Case: MiXed\r\n\
+             X-Forwarded-Proto: https\r\n"
+        );
+        // Edited: replaced fields go, the edits come last, a present proto is kept.
+        raw.edits = RequestEdits {
+            forwarded_for: Some(HeaderValue::from_static("203.0.113.7, 127.0.0.1")),
+            forwarded_proto: Some(HeaderValue::from_static("http")),
+            forwarded: Some(HeaderValue::from_static("for=127.0.0.1")),
+            host: Some(HeaderValue::from_static("up:80")),
+        };
+        let mut out = Vec::new();
+        raw.write_fields(&mut out, Some("never"));
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            "X-Case: MiXed\r\nX-Forwarded-Proto: https\r\nhost: up:80\r\n\
+             x-forwarded-for: 203.0.113.7, 127.0.0.1\r\nforwarded: for=127.0.0.1\r\n"
+        );
+        let map = raw.forwarded_map();
+        assert_eq!(map.len(), 5);
+        assert_eq!(map["x-forwarded-proto"], "https");
+        assert!(!map.contains_key("connection") && !map.contains_key("expect"));
+        // The map for features that need one keeps everything but Expect.
+        let all = raw.to_header_map();
+        assert_eq!(all.len(), 7);
+        assert!(all.contains_key("keep-alive") && !all.contains_key("expect"));
+        // No Host at all: the upstream's authority.
+        let bare = raw_request(b"GET / HTTP/1.0\r\nX-A: 1\r\n\r\n");
+        let mut out = Vec::new();
+        bare.write_fields(&mut out, Some("up:80"));
+        assert_eq!(out, b"X-A: 1\r\nhost: up:80\r\n");
+    }
+
     #[test]
     fn request_heads_carry_host_and_framing() {
         let mut h = HeaderMap::new();
@@ -699,7 +937,7 @@ mod tests {
             &mut out,
             &Method::POST,
             "/p?q=1",
-            &h,
+            RequestFields::Map(&h),
             "up:80",
             RequestFraming::Length(1234),
             true,
@@ -713,7 +951,7 @@ mod tests {
             &mut out,
             &Method::PUT,
             "/",
-            &h,
+            RequestFields::Map(&h),
             "up:80",
             RequestFraming::Chunked,
             true,

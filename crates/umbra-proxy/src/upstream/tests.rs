@@ -183,7 +183,7 @@ where
     B::Error: Into<BoxError>,
 {
     let response = c
-        .send(t, r)
+        .send(t, r, None)
         .await
         .map_err(|e| e.error.to_string())?
         .into_response();
@@ -309,7 +309,7 @@ async fn bodies_end_by_length_chunks_or_close() {
     let (c, t) = (client(), server.target());
     // Chunked, trailers included: the trailers come as their own frame.
     let response = c
-        .send(&t, get("/chunked"))
+        .send(&t, get("/chunked"), None)
         .await
         .map_err(|e| e.error)
         .expect("response");
@@ -389,7 +389,7 @@ async fn an_unreachable_upstream_gives_the_request_back() {
         l.local_addr().expect("addr").port()
     };
     let t = Target::new(&format!("http://127.0.0.1:{port}").parse().expect("url"));
-    let Err(e) = client().send(&t, post("/x", b"body")).await else {
+    let Err(e) = client().send(&t, post("/x", b"body"), None).await else {
         panic!("a closed port answered");
     };
     assert!(e.error.is_connect());
