@@ -21,13 +21,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::time::Sleep;
 use umbra_trace::TraceContext;
 
-use crate::Shared;
 use crate::body::{BodyTimeout, ClientBody, LiveFinish, RequestBody, ResponseBody};
+use crate::canary::CanaryRoute;
 use crate::config::{Forwarded, HostPolicy, UpstreamUrl};
 use crate::mirror::Decision;
 use crate::record::{Exchange, RequestInfo, Role, TraceInfo};
 use crate::shadow::{CopyDraft, SHADOW_HEADER, ShadowTarget};
 use crate::upstream::{self, RawRequest, SendError, UpstreamError};
+use crate::{Generation, Shared};
 
 pub type HttpClient<B = http_body_util::Full<Bytes>> =
     Client<hyper_rustls::HttpsConnector<HttpConnector>, B>;
@@ -78,155 +79,20 @@ pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     request: Request<ClientBody>,
-    mut raw: Option<RawRequest>,
+    raw: Option<RawRequest>,
     mut timer: Option<&mut Pin<Box<Sleep>>>,
 ) -> LiveResponse {
     let started = Instant::now();
-    let received = SystemTime::now();
     let g = shared.generation.load_full();
-    let (mut parts, body) = request.into_parts();
-    if let Some(r) = raw.take_if(|r| {
-        r.lists_fields
-            || shared.tracer.is_enabled()
-            || g.mirror.copies_anything()
-            || g.canary.is_some()
-    }) {
-        parts.headers = r.to_header_map();
-    }
-    let get = |name: &HeaderName| match &raw {
-        Some(r) => r.value(name.as_str().as_bytes()),
-        None => parts.headers.get(name).cloned(),
-    };
-
-    let host = get(&header::HOST).or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    let info = Arc::new(RequestInfo {
-        received,
-        client: Some(conn.peer.ip()),
-        method: parts.method.clone(),
-        uri: parts.uri.clone(),
-        version: parts.version,
-        host: host.clone(),
-        user_agent: get(&header::USER_AGENT),
-        referer: get(&header::REFERER),
-        content_type: get(&header::CONTENT_TYPE),
-        header_mask: shared.recorder.header_mask(|name| match &raw {
-            Some(r) => r.has(name.as_str().as_bytes()),
-            None => parts.headers.contains_key(name),
-        }),
-        captured: g.log_captured.iter().map(get).collect(),
-    });
-
-    // Tracing: our span continues the caller's trace (W3C or B3) or starts one.
-    let trace = if shared.tracer.is_enabled() {
-        shared
-            .tracer
-            .start(TraceContext::from_headers(&parts.headers).as_ref())
-    } else {
-        None
-    };
-
-    // Mirroring: decide, and draft the copy before production sees the request.
-    // A request that is itself a copy (a shadow pointed back at us) is never copied again.
-    let mut twin = 0;
-    let mut draft = None;
-    // Asked only where it matters: a name given as text is parsed on every lookup.
-    let is_copy = || parts.headers.contains_key(SHADOW_HEADER);
-    let mut targets: Vec<Arc<ShadowTarget>> = Vec::new();
-    if g.mirror.copies_anything() && !is_copy() {
-        match g.mirror.decide(&parts.method, &parts.uri, &parts.headers) {
-            Decision::Skip => {}
-            Decision::RateLimited => {
-                shared.mirror_counters.sampled.fetch_add(1, Relaxed);
-                shared.mirror_counters.rate_limited.fetch_add(1, Relaxed);
-            }
-            Decision::Copy(chosen) => {
-                shared.mirror_counters.sampled.fetch_add(1, Relaxed);
-                targets.extend(chosen.iter().filter_map(|&i| g.shadows.get(i).cloned()));
-            }
-        }
-    }
-    // The canary: a copy in its shadow stage, or the live answer in its live stages.
-    let mut to_canary = None;
-    if let Some(c) = &g.canary {
-        if shared.canary.mirrors() {
-            if !is_copy()
-                && matches!(
-                    c.mirror.decide(&parts.method, &parts.uri, &parts.headers),
-                    Decision::Copy(_)
-                )
-            {
-                targets.push(c.copies.clone());
-            }
-        } else if shared.canary.routes(&c.key, &parts.headers) {
-            to_canary = Some(c);
-        }
-    }
-    if !targets.is_empty() {
-        twin = shared.recorder.twin_id();
-        draft = Some(CopyDraft {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            version: parts.version,
-            headers: parts.headers.clone(),
-            twin,
-            request: info.clone(),
-            targets,
-            counters: shared.mirror_counters.clone(),
-            trace: trace.clone(),
-        });
-    }
-    let tee = match draft {
-        Some(d) if body.is_end_stream() => {
-            d.send(Vec::new());
-            None
-        }
-        Some(d) => Some((d, g.mirror.max_body)),
-        None => None,
-    };
-
-    let forwarding = forwarding(
-        g.config.listen.forwarded,
-        &conn,
-        host.as_ref(),
-        |name| match &raw {
-            Some(r) => r.get(name.as_str().as_bytes()),
-            None => parts.headers.get(name).map(HeaderValue::as_bytes),
-        },
-    );
-    match &mut raw {
-        // Hop-by-hop fields are left out as the head is written.
-        Some(r) => {
-            r.edits.forwarded_for = forwarding.forwarded_for;
-            r.edits.forwarded_proto = forwarding.forwarded_proto;
-            r.edits.forwarded = forwarding.forwarded;
-            if !r.has(b"host") {
-                r.edits.host = host;
-            }
-        }
-        None => {
-            strip_hop_by_hop(&mut parts.headers);
-            if let Some(t) = &trace {
-                // Production sees our span as its parent.
-                t.inject(&mut parts.headers);
-            }
-            forwarding.apply(&mut parts.headers);
-            if let Some(v) = host
-                && !parts.headers.contains_key(header::HOST)
-            {
-                parts.headers.insert(header::HOST, v);
-            }
-        }
-    }
-    let trace = trace.map(|ctx| TraceInfo::live(ctx, received));
-    // Most requests have no body: no counter to allocate for them.
-    let tally = (!body.is_end_stream()).then(|| Arc::new(AtomicU64::new(0)));
-    let body = RequestBody::new(body, g.config.listen.body_timeout, tally.clone(), tee);
-    parts.version = Version::HTTP_11;
+    let Outgoing {
+        info,
+        trace,
+        twin,
+        to_canary,
+        request,
+        mut raw,
+        tally,
+    } = prepare(&shared, &g, &conn, request, raw);
 
     // The canary's users go to its pool; a canary that cannot be reached sends
     // them back to production (nothing was sent), so users never see it down.
@@ -235,7 +101,7 @@ pub async fn handle(
         None => (Role::Production, &g.pool, &g.config.production.host),
     };
     let mut lease = pool.pick(None);
-    let mut request = Request::from_parts(parts, body);
+    let mut request = request;
     let mut attempt = 0;
     let mut first_try = true;
     loop {
@@ -382,6 +248,184 @@ pub async fn handle(
                 );
             }
         }
+    }
+}
+
+/// What the live path has made of a request when it is ready to go out.
+struct Outgoing<'g> {
+    info: Arc<RequestInfo>,
+    trace: Option<Box<TraceInfo>>,
+    twin: u64,
+    to_canary: Option<&'g CanaryRoute>,
+    request: Request<RequestBody>,
+    raw: Option<RawRequest>,
+    tally: Option<Arc<AtomicU64>>,
+}
+
+/// Everything before the request goes out: what is recorded of it, tracing,
+/// the mirror's and the canary's decisions, the copy's draft, the forwarding
+/// fields. Not async: its locals then take no room in `handle`'s future, which
+/// is moved whole (a memcpy) for every request.
+fn prepare<'g>(
+    shared: &Shared,
+    g: &'g Generation,
+    conn: &ConnInfo,
+    request: Request<ClientBody>,
+    mut raw: Option<RawRequest>,
+) -> Outgoing<'g> {
+    let received = SystemTime::now();
+    let (mut parts, body) = request.into_parts();
+    if let Some(r) = raw.take_if(|r| {
+        r.lists_fields
+            || shared.tracer.is_enabled()
+            || g.mirror.copies_anything()
+            || g.canary.is_some()
+    }) {
+        parts.headers = r.to_header_map();
+    }
+    let get = |name: &HeaderName| match &raw {
+        Some(r) => r.value(name.as_str().as_bytes()),
+        None => parts.headers.get(name).cloned(),
+    };
+
+    let host = get(&header::HOST).or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let info = Arc::new(RequestInfo {
+        received,
+        client: Some(conn.peer.ip()),
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        version: parts.version,
+        host: host.clone(),
+        user_agent: get(&header::USER_AGENT),
+        referer: get(&header::REFERER),
+        content_type: get(&header::CONTENT_TYPE),
+        header_mask: shared.recorder.header_mask(|name| match &raw {
+            Some(r) => r.has(name.as_str().as_bytes()),
+            None => parts.headers.contains_key(name),
+        }),
+        captured: g.log_captured.iter().map(get).collect(),
+    });
+
+    // Tracing: our span continues the caller's trace (W3C or B3) or starts one.
+    let trace = if shared.tracer.is_enabled() {
+        shared
+            .tracer
+            .start(TraceContext::from_headers(&parts.headers).as_ref())
+    } else {
+        None
+    };
+
+    // Mirroring: decide, and draft the copy before production sees the request.
+    // A request that is itself a copy (a shadow pointed back at us) is never copied again.
+    let mut twin = 0;
+    let mut draft = None;
+    // Asked only where it matters: a name given as text is parsed on every lookup.
+    let is_copy = || parts.headers.contains_key(SHADOW_HEADER);
+    let mut targets: Vec<Arc<ShadowTarget>> = Vec::new();
+    if g.mirror.copies_anything() && !is_copy() {
+        match g.mirror.decide(&parts.method, &parts.uri, &parts.headers) {
+            Decision::Skip => {}
+            Decision::RateLimited => {
+                shared.mirror_counters.sampled.fetch_add(1, Relaxed);
+                shared.mirror_counters.rate_limited.fetch_add(1, Relaxed);
+            }
+            Decision::Copy(chosen) => {
+                shared.mirror_counters.sampled.fetch_add(1, Relaxed);
+                targets.extend(chosen.iter().filter_map(|&i| g.shadows.get(i).cloned()));
+            }
+        }
+    }
+    // The canary: a copy in its shadow stage, or the live answer in its live stages.
+    let mut to_canary = None;
+    if let Some(c) = &g.canary {
+        if shared.canary.mirrors() {
+            if !is_copy()
+                && matches!(
+                    c.mirror.decide(&parts.method, &parts.uri, &parts.headers),
+                    Decision::Copy(_)
+                )
+            {
+                targets.push(c.copies.clone());
+            }
+        } else if shared.canary.routes(&c.key, &parts.headers) {
+            to_canary = Some(c);
+        }
+    }
+    if !targets.is_empty() {
+        twin = shared.recorder.twin_id();
+        draft = Some(CopyDraft {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            twin,
+            request: info.clone(),
+            targets,
+            counters: shared.mirror_counters.clone(),
+            trace: trace.clone(),
+        });
+    }
+    let tee = match draft {
+        Some(d) if body.is_end_stream() => {
+            d.send(Vec::new());
+            None
+        }
+        Some(d) => Some((d, g.mirror.max_body)),
+        None => None,
+    };
+
+    let forwarding = forwarding(
+        g.config.listen.forwarded,
+        conn,
+        host.as_ref(),
+        |name| match &raw {
+            Some(r) => r.get(name.as_str().as_bytes()),
+            None => parts.headers.get(name).map(HeaderValue::as_bytes),
+        },
+    );
+    match &mut raw {
+        // Hop-by-hop fields are left out as the head is written.
+        Some(r) => {
+            r.edits.forwarded_for = forwarding.forwarded_for;
+            r.edits.forwarded_proto = forwarding.forwarded_proto;
+            r.edits.forwarded = forwarding.forwarded;
+            if !r.has(b"host") {
+                r.edits.host = host;
+            }
+        }
+        None => {
+            strip_hop_by_hop(&mut parts.headers);
+            if let Some(t) = &trace {
+                // Production sees our span as its parent.
+                t.inject(&mut parts.headers);
+            }
+            forwarding.apply(&mut parts.headers);
+            if let Some(v) = host
+                && !parts.headers.contains_key(header::HOST)
+            {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+    }
+    let trace = trace.map(|ctx| TraceInfo::live(ctx, received));
+    // Most requests have no body: no counter to allocate for them.
+    let tally = (!body.is_end_stream()).then(|| Arc::new(AtomicU64::new(0)));
+    let body = RequestBody::new(body, g.config.listen.body_timeout, tally.clone(), tee);
+    parts.version = Version::HTTP_11;
+
+    Outgoing {
+        info,
+        trace,
+        twin,
+        to_canary,
+        request: Request::from_parts(parts, body),
+        raw,
+        tally,
     }
 }
 

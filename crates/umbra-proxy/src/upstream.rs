@@ -709,7 +709,9 @@ where
                 .map_err(|e| Failure::early(UpstreamError::Write(e)))?;
             true
         }
-        _ => send_body(conn, body, framing).await?,
+        // Boxed: its future is four times the rest of this one, and every
+        // request's future is moved whole into its caller's; most have no body.
+        _ => Box::pin(send_body(conn, body, framing)).await?,
     };
     loop {
         match head::parse_response(&mut conn.rbuf, method) {
