@@ -438,6 +438,48 @@ async fn write_response<W: AsyncWrite + Unpin>(
     version: Version,
     keep_alive: bool,
 ) -> io::Result<bool> {
+    match start_response(out, response, is_head, version, keep_alive) {
+        // The usual answer: head and body are in `out`, one write.
+        Rest::Done { keep_alive } => {
+            wr.write_all(out).await?;
+            Ok(keep_alive)
+        }
+        // Boxed: the streaming future is large, and this one is moved whole into
+        // the connection's for every response.
+        Rest::Stream(stream) => Box::pin(stream.write(wr, out)).await,
+    }
+}
+
+/// What is left of a response once [`start_response`] has put what it could in `out`.
+/// Returned and matched at once, never kept: the variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Rest {
+    /// Nothing: `out` holds the whole response.
+    Done { keep_alive: bool },
+    /// A body that is not all there yet, or has a large frame.
+    Stream(Stream),
+}
+
+/// A response body still to be written, and where it stands.
+struct Stream {
+    body: ResponseBody,
+    delimit: Delimit,
+    keep_alive: bool,
+    sent: u64,
+    /// A frame taken from the body but not written yet.
+    taken: Option<Option<Result<Frame<Bytes>, BoxError>>>,
+}
+
+/// Puts the response head in `out` (cleared first), then the body's frames
+/// that are ready, when they are small; not async, so a response that is all
+/// there costs no future.
+fn start_response(
+    out: &mut Vec<u8>,
+    response: LiveResponse,
+    is_head: bool,
+    version: Version,
+    keep_alive: bool,
+) -> Rest {
     let LiveResponse {
         status,
         fields,
@@ -521,96 +563,183 @@ async fn write_response<W: AsyncWrite + Unpin>(
     if delimit == Delimit::None {
         // Whatever body there is (a HEAD's is empty) is not sent; dropping it records the exchange.
         drop(body);
-        wr.write_all(out).await?;
-        return Ok(keep_alive);
+        return Rest::Done { keep_alive };
     }
     let mut sent: u64 = 0;
-    let mut ended_well = true;
     loop {
-        if body.is_end_stream() {
-            break;
-        }
-        // Take what is ready without waiting; flush the head first if nothing is.
-        let frame = match poll_once(&mut body) {
-            Some(f) => f,
-            None => {
-                if !out.is_empty() {
-                    wr.write_all(out).await?;
-                    out.clear();
-                }
-                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        let frame = if body.is_end_stream() {
+            None
+        } else {
+            match poll_once(&mut body) {
+                Some(frame) => frame,
+                None => break,
             }
         };
-        match frame {
-            None => break,
-            Some(Err(_)) => {
-                ended_well = false;
-                break;
+        let data = match frame {
+            None => {
+                // The end, with everything in `out`.
+                let ended_well = !matches!(delimit, Delimit::Length(n) if sent != n);
+                if ended_well && delimit == Delimit::Chunked {
+                    out.extend_from_slice(b"0\r\n\r\n");
+                }
+                drop(body);
+                return Rest::Done {
+                    keep_alive: ended_well && keep_alive,
+                };
             }
-            Some(Ok(frame)) => {
-                let frame = match frame.into_data() {
-                    Ok(data) => data,
-                    Err(frame) => {
-                        if let (Delimit::Chunked, Ok(trailers)) = (delimit, frame.into_trailers()) {
-                            out.extend_from_slice(b"0\r\n");
-                            for (name, value) in &trailers {
-                                out.extend_from_slice(name.as_str().as_bytes());
-                                out.extend_from_slice(b": ");
-                                out.extend_from_slice(value.as_bytes());
-                                out.extend_from_slice(b"\r\n");
-                            }
-                            out.extend_from_slice(b"\r\n");
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data)
+                    if data.len() <= COALESCE
+                        && out.len() < COALESCE
+                        && !matches!(delimit, Delimit::Length(n) if sent + data.len() as u64 > n) =>
+                {
+                    data
+                }
+                other => {
+                    let taken = Some(Some(Ok(match other {
+                        Ok(data) => Frame::data(data),
+                        Err(frame) => frame,
+                    })));
+                    return Rest::Stream(Stream {
+                        body,
+                        delimit,
+                        keep_alive,
+                        sent,
+                        taken,
+                    });
+                }
+            },
+            error => {
+                return Rest::Stream(Stream {
+                    body,
+                    delimit,
+                    keep_alive,
+                    sent,
+                    taken: Some(error),
+                });
+            }
+        };
+        if data.is_empty() {
+            continue;
+        }
+        sent += data.len() as u64;
+        if delimit == Delimit::Chunked {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        out.extend_from_slice(&data);
+        if delimit == Delimit::Chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    Rest::Stream(Stream {
+        body,
+        delimit,
+        keep_alive,
+        sent,
+        taken: None,
+    })
+}
+
+impl Stream {
+    /// Writes `out` (the head, and what was ready) and the rest of the body.
+    async fn write<W: AsyncWrite + Unpin>(self, wr: &mut W, out: &mut Vec<u8>) -> io::Result<bool> {
+        let Stream {
+            mut body,
+            delimit,
+            keep_alive,
+            mut sent,
+            mut taken,
+        } = self;
+        let mut ended_well = true;
+        loop {
+            let frame = match taken.take() {
+                Some(frame) => frame,
+                None if body.is_end_stream() => break,
+                // Take what is ready without waiting; flush what is in `out` first if nothing is.
+                None => match poll_once(&mut body) {
+                    Some(f) => f,
+                    None => {
+                        if !out.is_empty() {
                             wr.write_all(out).await?;
                             out.clear();
-                            return Ok(keep_alive);
                         }
-                        continue;
+                        std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
                     }
-                };
-                if frame.is_empty() {
-                    continue;
-                }
-                if let Delimit::Length(n) = delimit
-                    && sent + frame.len() as u64 > n
-                {
-                    // More than the declared length would corrupt the next response.
+                },
+            };
+            match frame {
+                None => break,
+                Some(Err(_)) => {
                     ended_well = false;
                     break;
                 }
-                sent += frame.len() as u64;
-                if delimit == Delimit::Chunked {
-                    out.extend_from_slice(format!("{:x}\r\n", frame.len()).as_bytes());
-                }
-                if frame.len() <= COALESCE {
-                    out.extend_from_slice(&frame);
-                } else {
-                    wr.write_all(out).await?;
-                    out.clear();
-                    wr.write_all(&frame).await?;
-                }
-                if delimit == Delimit::Chunked {
-                    out.extend_from_slice(b"\r\n");
-                }
-                if out.len() >= COALESCE {
-                    wr.write_all(out).await?;
-                    out.clear();
+                Some(Ok(frame)) => {
+                    let frame = match frame.into_data() {
+                        Ok(data) => data,
+                        Err(frame) => {
+                            if let (Delimit::Chunked, Ok(trailers)) =
+                                (delimit, frame.into_trailers())
+                            {
+                                out.extend_from_slice(b"0\r\n");
+                                for (name, value) in &trailers {
+                                    out.extend_from_slice(name.as_str().as_bytes());
+                                    out.extend_from_slice(b": ");
+                                    out.extend_from_slice(value.as_bytes());
+                                    out.extend_from_slice(b"\r\n");
+                                }
+                                out.extend_from_slice(b"\r\n");
+                                wr.write_all(out).await?;
+                                out.clear();
+                                return Ok(keep_alive);
+                            }
+                            continue;
+                        }
+                    };
+                    if frame.is_empty() {
+                        continue;
+                    }
+                    if let Delimit::Length(n) = delimit
+                        && sent + frame.len() as u64 > n
+                    {
+                        // More than the declared length would corrupt the next response.
+                        ended_well = false;
+                        break;
+                    }
+                    sent += frame.len() as u64;
+                    if delimit == Delimit::Chunked {
+                        out.extend_from_slice(format!("{:x}\r\n", frame.len()).as_bytes());
+                    }
+                    if frame.len() <= COALESCE {
+                        out.extend_from_slice(&frame);
+                    } else {
+                        wr.write_all(out).await?;
+                        out.clear();
+                        wr.write_all(&frame).await?;
+                    }
+                    if delimit == Delimit::Chunked {
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    if out.len() >= COALESCE {
+                        wr.write_all(out).await?;
+                        out.clear();
+                    }
                 }
             }
         }
+        if let Delimit::Length(n) = delimit
+            && sent != n
+        {
+            ended_well = false;
+        }
+        if ended_well && delimit == Delimit::Chunked {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        if !out.is_empty() {
+            wr.write_all(out).await?;
+            out.clear();
+        }
+        Ok(ended_well && keep_alive)
     }
-    if let Delimit::Length(n) = delimit
-        && sent != n
-    {
-        ended_well = false;
-    }
-    if ended_well && delimit == Delimit::Chunked {
-        out.extend_from_slice(b"0\r\n\r\n");
-    }
-    if !out.is_empty() {
-        wr.write_all(out).await?;
-        out.clear();
-    }
-    Ok(ended_well && keep_alive)
 }
 
 /// One poll of the body, with a waker that does nothing: `Some` when a frame

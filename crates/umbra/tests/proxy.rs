@@ -1241,6 +1241,90 @@ fn production_gets_the_clients_fields_less_hop_by_hop_ones_with_this_hops_forwar
     assert!(head.contains("x-forwarded-for: 127.0.0.1\r\n"), "{head}");
 }
 
+/// A server whose answers come in pieces, with pauses between them:
+/// `/chunked` chunked with a trailer, `/big` 1 MiB with a length.
+fn piecemeal_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read_exact(&mut byte).is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let pause = || std::thread::sleep(Duration::from_millis(40));
+                if head.starts_with(b"GET /chunked ") {
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n5\r\nhello\r\n",
+                    );
+                    pause();
+                    let _ = stream.write_all(b"6\r\n world\r\n0\r\nx-sum: 11\r\n\r\n");
+                } else {
+                    let body: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n");
+                    let _ = stream.write_all(&body[..100_000]);
+                    pause();
+                    let _ = stream.write_all(&body[100_000..]);
+                }
+                pause();
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn responses_that_come_in_pieces_reach_the_client_whole() {
+    let dir = scratch("proxy-pieces");
+    let prod = piecemeal_server();
+    let (listen, admin) = (free_port(), free_port());
+    let _proxy = Background::start(
+        &[
+            "proxy",
+            "--listen",
+            &format!("127.0.0.1:{listen}"),
+            "--production",
+            &format!("http://127.0.0.1:{prod}"),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ],
+        &dir,
+        &[listen, admin],
+    );
+    let whole = |path: &str| {
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", listen)).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            conn,
+            "GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut all = Vec::new();
+        conn.read_to_end(&mut all).unwrap();
+        split_request(&all)
+    };
+    // Chunked, in two pieces, with its trailer.
+    let (head, body) = whole("/chunked");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "5\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 11\r\n\r\n"
+    );
+    // 1 MiB with a length, the first 100 KB and then the rest.
+    let (head, body) = whole("/big");
+    assert!(head.contains("content-length: 1048576"), "{head}");
+    assert_eq!(body.len(), 1 << 20);
+    assert!(body.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+}
+
 #[test]
 fn a_changed_profiles_file_is_picked_up_while_running() {
     let dir = scratch("proxy-profiles-reload");
