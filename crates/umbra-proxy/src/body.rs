@@ -244,13 +244,19 @@ pub struct LiveFinish {
     /// recorder: that is five reference counts up and down per request).
     pub shared: Arc<Shared>,
     pub started: Instant,
+    /// When the body was all there already (it came with the head): the
+    /// exchange ends then, and needs no clock read of its own.
+    pub complete_at: Option<Instant>,
     pub request_tally: Option<Arc<AtomicU64>>,
     pub lease: Option<Lease>,
 }
 
 impl LiveFinish {
     pub fn finish(mut self, response_bytes: u64, error: Option<&'static str>) {
-        self.exchange.duration = self.started.elapsed();
+        self.exchange.duration = match self.complete_at {
+            Some(at) => at.saturating_duration_since(self.started),
+            None => self.started.elapsed(),
+        };
         self.exchange.response_bytes = response_bytes;
         self.exchange.request_bytes = self.request_tally.as_ref().map_or(0, |t| t.load(Relaxed));
         if error.is_some() && self.exchange.error.is_none() {

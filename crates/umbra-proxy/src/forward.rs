@@ -117,7 +117,10 @@ pub async fn handle(
         // The first attempt leaves a microsecond after the request came: no second clock read.
         let sent = if first_try { started } else { Instant::now() };
         first_try = false;
-        let send = std::pin::pin!(g.upstream.send(&endpoint.target, request, raw.as_ref()));
+        let send = std::pin::pin!(
+            g.upstream
+                .send(&endpoint.target, request, raw.as_ref(), sent)
+        );
         let result = within(
             timer.as_deref_mut(),
             g.config.production.timeout,
@@ -154,6 +157,7 @@ pub async fn handle(
                     exchange,
                     shared,
                     started,
+                    complete_at: matches!(reply.body, upstream::Body::Full(_)).then_some(now),
                     request_tally: tally,
                     lease: Some(lease),
                 };

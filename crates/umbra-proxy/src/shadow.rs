@@ -497,7 +497,7 @@ impl Dispatcher {
                 let exchange = tokio::time::timeout(self.timeout, async {
                     let response = self
                         .client
-                        .send(&self.target, request, None)
+                        .send(&self.target, request, None, started)
                         .await
                         .map_err(|e| e.error)?;
                     let head_time = started.elapsed();

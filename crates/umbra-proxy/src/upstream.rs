@@ -24,7 +24,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap};
@@ -223,19 +223,21 @@ where
 
     /// Sends `request` (its URI's path and query; its headers as they are, or
     /// `raw`'s fields with their edits when given) to `to`, and returns the
-    /// response as soon as its head has arrived.
+    /// response as soon as its head has arrived. `now`: the caller's clock, read
+    /// just before (the idle pool ages connections with it).
     pub async fn send(
         &self,
         to: &Target,
         request: Request<B>,
         raw: Option<&RawRequest>,
+        now: Instant,
     ) -> Result<Reply, SendError<B>> {
         // Boxed: hyper's future is twice the size of ours, and every request's
         // future is moved whole into its caller's (a memcpy per request).
         if to.url.is_https() {
             return Box::pin(self.send_hyper(to, request, raw)).await;
         }
-        self.send_h1(to, request, raw).await
+        self.send_h1(to, request, raw, now).await
     }
 
     async fn send_hyper(
@@ -299,6 +301,7 @@ where
         to: &Target,
         request: Request<B>,
         raw: Option<&RawRequest>,
+        now: Instant,
     ) -> Result<Reply, SendError<B>> {
         let (parts, mut body) = request.into_parts();
         let (fields, content_length) = match raw {
@@ -313,7 +316,7 @@ where
             ),
         };
         let framing = request_framing(&parts.method, content_length, &body);
-        let (mut conn, mut reused) = match to.idle.take() {
+        let (mut conn, mut reused) = match to.idle.take(now) {
             Some(c) => (c, true),
             // Boxed: connecting is rare (the pool has one) and its future is large.
             None => match Box::pin(Conn::connect(&to.addr, self.connect_timeout)).await {
@@ -543,7 +546,11 @@ where
         let mut reconnects = 0;
         let mut fresh_only = false;
         while next < batch.starts.len() {
-            let pooled = if fresh_only { None } else { to.idle.take() };
+            let pooled = if fresh_only {
+                None
+            } else {
+                to.idle.take(Instant::now())
+            };
             let (mut conn, reused) = match pooled {
                 Some(c) => (c, true),
                 None => match Conn::connect(&to.addr, self.connect_timeout).await {

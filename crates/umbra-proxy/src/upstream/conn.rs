@@ -28,6 +28,9 @@ pub struct Conn {
     pub(super) rbuf: BytesMut,
     /// The encoded request head (kept, so a stale connection's request can be replayed).
     pub(super) wbuf: Vec<u8>,
+    /// When its last exchange began: how long it has been idle, give or take
+    /// that exchange, without reading the clock when it goes back to the pool.
+    used_at: Instant,
 }
 
 impl super::decode::Source for Conn {
@@ -57,6 +60,7 @@ impl Conn {
             stream,
             rbuf: BytesMut::with_capacity(READ_SPACE),
             wbuf: Vec::with_capacity(1024),
+            used_at: Instant::now(),
         }
     }
 
@@ -97,21 +101,23 @@ pub enum ConnectError {
 /// One upstream's idle keep-alive connections.
 #[derive(Default)]
 pub struct Idle {
-    conns: Mutex<Vec<(Conn, Instant)>>,
+    conns: Mutex<Vec<Conn>>,
 }
 
 impl Idle {
-    /// The most recently used idle connection that is still open.
-    pub(super) fn take(&self) -> Option<Conn> {
+    /// The most recently used idle connection that is still open, for an
+    /// exchange that begins at `now` (the caller's clock read, not another).
+    pub(super) fn take(&self, now: Instant) -> Option<Conn> {
         loop {
-            let (conn, since) = self.lock().pop()?;
-            if since.elapsed() > IDLE_TIMEOUT {
+            let mut conn = self.lock().pop()?;
+            if now.saturating_duration_since(conn.used_at) > IDLE_TIMEOUT {
                 // Everything below it on the stack is older still.
                 let old = std::mem::take(&mut *self.lock());
                 drop(old);
                 return None;
             }
             if conn.still_open() {
+                conn.used_at = now;
                 return Some(conn);
             }
         }
@@ -123,7 +129,7 @@ impl Idle {
         if conns.len() >= MAX_IDLE {
             return;
         }
-        conns.push((conn, Instant::now()));
+        conns.push(conn);
     }
 
     pub fn len(&self) -> usize {
@@ -134,7 +140,7 @@ impl Idle {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Conn, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
@@ -183,7 +183,7 @@ where
     B::Error: Into<BoxError>,
 {
     let response = c
-        .send(t, r, None)
+        .send(t, r, None, Instant::now())
         .await
         .map_err(|e| e.error.to_string())?
         .into_response();
@@ -263,7 +263,7 @@ async fn an_idle_connection_closed_by_the_server_is_not_used() {
     // Let the reactor see the close.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
-        t.idle.take().is_none(),
+        t.idle.take(Instant::now()).is_none(),
         "a closed connection is not handed out"
     );
     assert_eq!(t.idle.len(), 0);
@@ -309,7 +309,7 @@ async fn bodies_end_by_length_chunks_or_close() {
     let (c, t) = (client(), server.target());
     // Chunked, trailers included: the trailers come as their own frame.
     let response = c
-        .send(&t, get("/chunked"), None)
+        .send(&t, get("/chunked"), None, Instant::now())
         .await
         .map_err(|e| e.error)
         .expect("response");
@@ -389,7 +389,10 @@ async fn an_unreachable_upstream_gives_the_request_back() {
         l.local_addr().expect("addr").port()
     };
     let t = Target::new(&format!("http://127.0.0.1:{port}").parse().expect("url"));
-    let Err(e) = client().send(&t, post("/x", b"body"), None).await else {
+    let Err(e) = client()
+        .send(&t, post("/x", b"body"), None, Instant::now())
+        .await
+    else {
         panic!("a closed port answered");
     };
     assert!(e.error.is_connect());
