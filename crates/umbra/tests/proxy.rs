@@ -79,6 +79,30 @@ fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
     path
 }
 
+/// `umbra proxy` from flags alone: production at `prod`, then `more` flags (a
+/// shadow, say). Returns it with its listen and admin ports.
+fn flag_proxy(dir: &Path, prod: u16, more: &[&str]) -> (Background, u16, u16) {
+    let (listen, admin) = (free_port(), free_port());
+    let listen_addr = format!("127.0.0.1:{listen}");
+    let prod_url = format!("http://127.0.0.1:{prod}");
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let mut args = vec![
+        "proxy",
+        "--listen",
+        &listen_addr,
+        "--production",
+        &prod_url,
+        "--admin",
+        &admin_addr,
+    ];
+    args.extend_from_slice(more);
+    (
+        Background::start(&args, dir, &[listen, admin]),
+        listen,
+        admin,
+    )
+}
+
 fn proxy_config(listen: u16, admin: u16, up: &Upstreams, extra: &str) -> String {
     format!(
         r#"
@@ -584,20 +608,7 @@ servers = [{{ url = "http://127.0.0.1:{prod}" }}]
     drop(proxy);
 
     // A dead production upstream: 502 naming it and why.
-    let (listen2, admin2) = (free_port(), free_port());
-    let _dead_proxy = Background::start(
-        &[
-            "proxy",
-            "--listen",
-            &format!("127.0.0.1:{listen2}"),
-            "--production",
-            &format!("http://127.0.0.1:{dead}"),
-            "--admin",
-            &format!("127.0.0.1:{admin2}"),
-        ],
-        &dir,
-        &[listen2, admin2],
-    );
+    let (_dead_proxy, listen2, admin2) = flag_proxy(&dir, dead, &[]);
     let reply = get(listen2, "/x");
     assert_eq!(reply.status, 502);
     let why = String::from_utf8(reply.body).unwrap();
@@ -1014,22 +1025,8 @@ fn copies_are_masked_and_production_gets_the_original_bytes() {
     let dir = scratch("proxy-masking");
     let (prod, prod_seen) = capture_server();
     let (shadow, shadow_seen) = capture_server();
-    let (listen, admin) = (free_port(), free_port());
-    let _proxy = Background::start(
-        &[
-            "proxy",
-            "--listen",
-            &format!("127.0.0.1:{listen}"),
-            "--production",
-            &format!("http://127.0.0.1:{prod}"),
-            "--shadow",
-            &format!("http://127.0.0.1:{shadow}"),
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-        ],
-        &dir,
-        &[listen, admin],
-    );
+    let shadow_url = format!("http://127.0.0.1:{shadow}");
+    let (_proxy, listen, admin) = flag_proxy(&dir, prod, &["--shadow", &shadow_url]);
     let json = br#"{"user":{"email":"jane.doe@example.com","phone":"+14155552671"},"card":"4111 1111 1111 1111","note":"call me"}"#;
     let mut gz = GzEncoder::new(Vec::new(), Compression::default());
     gz.write_all(json).unwrap();
@@ -1117,20 +1114,7 @@ fn exchange_raw(port: u16, wire: &[u8]) -> support::Reply {
 fn production_gets_the_clients_fields_less_hop_by_hop_ones_with_this_hops_forwarding() {
     let dir = scratch("proxy-fields");
     let (prod, seen) = capture_server();
-    let (listen, admin) = (free_port(), free_port());
-    let _proxy = Background::start(
-        &[
-            "proxy",
-            "--listen",
-            &format!("127.0.0.1:{listen}"),
-            "--production",
-            &format!("http://127.0.0.1:{prod}"),
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-        ],
-        &dir,
-        &[listen, admin],
-    );
+    let (_proxy, listen, _) = flag_proxy(&dir, prod, &[]);
     let last = || {
         let raw = seen
             .lock()
@@ -1283,20 +1267,7 @@ fn piecemeal_server() -> u16 {
 fn responses_that_come_in_pieces_reach_the_client_whole() {
     let dir = scratch("proxy-pieces");
     let prod = piecemeal_server();
-    let (listen, admin) = (free_port(), free_port());
-    let _proxy = Background::start(
-        &[
-            "proxy",
-            "--listen",
-            &format!("127.0.0.1:{listen}"),
-            "--production",
-            &format!("http://127.0.0.1:{prod}"),
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-        ],
-        &dir,
-        &[listen, admin],
-    );
+    let (_proxy, listen, _) = flag_proxy(&dir, prod, &[]);
     let whole = |path: &str| {
         let mut conn = std::net::TcpStream::connect(("127.0.0.1", listen)).unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(10)))
