@@ -89,7 +89,7 @@ pub async fn handle(
         trace,
         twin,
         to_canary,
-        request,
+        mut request,
         mut raw,
         tally,
     } = prepare(&shared, &g, &conn, request, raw);
@@ -101,7 +101,6 @@ pub async fn handle(
         None => (Role::Production, &g.pool, &g.config.production.host),
     };
     let mut lease = pool.pick(None);
-    let mut request = request;
     let mut attempt = 0;
     let mut first_try = true;
     loop {
