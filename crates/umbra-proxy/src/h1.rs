@@ -34,8 +34,8 @@ use crate::body::{BoxError, ClientBody, ResponseBody};
 use crate::forward::{ConnInfo, LiveResponse, handle};
 use crate::server::DrainSignal;
 use crate::upstream::{
-    BodyStep, Decoder, Fields, Framing, FramingError, RawRequest, Source, Spans, field_span,
-    poll_body,
+    BodyStep, Decoder, Fields, Framing, FramingError, RawRequest, Source, Spans, field_line,
+    field_span, poll_body,
 };
 
 /// More header fields than this in a request get 431.
@@ -531,10 +531,7 @@ fn start_response(
                 if name == header::CONNECTION || name == header::TRANSFER_ENCODING {
                     continue;
                 }
-                out.extend_from_slice(name.as_str().as_bytes());
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(value.as_bytes());
-                out.extend_from_slice(b"\r\n");
+                field_line(out, name.as_str().as_bytes(), value.as_bytes());
             }
         }
     }
@@ -682,10 +679,7 @@ impl Stream {
                             {
                                 out.extend_from_slice(b"0\r\n");
                                 for (name, value) in &trailers {
-                                    out.extend_from_slice(name.as_str().as_bytes());
-                                    out.extend_from_slice(b": ");
-                                    out.extend_from_slice(value.as_bytes());
-                                    out.extend_from_slice(b"\r\n");
+                                    field_line(out, name.as_str().as_bytes(), value.as_bytes());
                                 }
                                 out.extend_from_slice(b"\r\n");
                                 wr.write_all(out).await?;

@@ -39,8 +39,8 @@ use self::conn::Conn;
 pub use self::conn::{ConnectError, Idle};
 pub use self::decode::{BodyStep, Decoded, Decoder, Framing, FramingError, Source, poll_body};
 pub use self::head::{
-    HeadError, RawFields, RawRequest, RequestEdits, Spans, content_length_value, field_span,
-    is_hop_by_hop,
+    HeadError, RawFields, RawRequest, RequestEdits, Spans, content_length_value, field_line,
+    field_span, is_hop_by_hop,
 };
 use self::head::{Parsed, RequestFields, RequestFraming};
 use crate::body::BoxError;

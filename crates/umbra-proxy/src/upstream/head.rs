@@ -518,7 +518,8 @@ impl RawRequest {
     }
 }
 
-fn field_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// One header field line, `name: value` and CRLF.
+pub fn field_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
